@@ -1,0 +1,227 @@
+"""Inference engine: checkpoint -> configured model on a device; numpy images in, disparity out.
+
+No ROS and no Lightning here. Units: disparities are *native input* pixels (x_l - x_r,
+before the principal-point correction of ``geometry``), whatever ``input_scale`` is.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from .model import StereoNet
+
+log = logging.getLogger("stereonet_ros.engine")
+
+DEVICES_HELP = "auto | cpu | cuda | cuda:N"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class EngineConfigError(ValueError):
+    """An engine setting that cannot be honoured (bad device, precision, scale, range)."""
+
+
+@dataclass
+class EngineResult:
+    disparity: np.ndarray                 # (H, W) float32, native pixels, x_l - x_r
+    confidence: Optional[np.ndarray]      # (H, W) float32 in [0, 1], or None
+    right_disparity: Optional[np.ndarray]  # (H, W) float32, for the left-right check, or None
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str, strict: bool = False) -> torch.device:
+    """'auto' -> cuda if available else cpu. A CUDA request without CUDA falls back to the
+    CPU with a warning, or raises ``EngineConfigError`` when ``strict``."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise EngineConfigError(f"device '{name}' is not valid ({DEVICES_HELP})") from exc
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+        if ok:
+            return dev
+        msg = (f"device '{name}' requested but CUDA is not available"
+               if not torch.cuda.is_available() else
+               f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        if strict:
+            raise EngineConfigError(msg + " (strict_device is set)")
+        log.warning("%s: falling back to the CPU", msg)
+        return torch.device("cpu")
+    raise EngineConfigError(f"device '{name}' is not one of {DEVICES_HELP}")
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> fp16 on CUDA, fp32 on CPU. Half precisions on the CPU are refused (slow and
+    inaccurate there), bf16 on a GPU without bf16 support too."""
+    name = (name or "auto").strip().lower()
+    if name not in PRECISIONS:
+        raise EngineConfigError(f"precision '{name}' is not one of {' | '.join(PRECISIONS)}")
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name == "fp32":
+        return torch.float32
+    if device.type != "cuda":
+        raise EngineConfigError(f"precision '{name}' needs a CUDA device; on the CPU use fp32 or auto")
+    if name == "bf16" and not torch.cuda.is_bf16_supported():
+        raise EngineConfigError("precision 'bf16' is not supported by this GPU; use fp16")
+    return torch.float16 if name == "fp16" else torch.bfloat16
+
+
+class StereoEngine:
+    """Runs StereoNet on rectified pairs.
+
+    Parameters: ``checkpoint`` ('' = bundled default), ``device``, ``precision``,
+    ``input_scale`` (0 < s <= 1: downscale before the network; outputs come back at native
+    resolution with disparities divided by s), ``max_disparity`` (native pixels searched;
+    0 = the checkpoint's), ``num_threads`` (CPU intra-op threads; 0 = leave torch's default).
+    """
+
+    def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
+                 input_scale: float = 1.0, max_disparity: float = 0.0, num_threads: int = 0,
+                 strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None) -> None:
+        if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
+            raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
+        self.device = resolve_device(device, strict_device)
+        self.dtype = resolve_precision(precision, self.device)
+        if num_threads and self.device.type == "cpu":
+            torch.set_num_threads(int(num_threads))
+        self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
+        self.config = self.ckpt.config
+        self.input_scale = float(input_scale)
+        step = 2 ** self.config.k
+        if max_disparity and max_disparity < 0:
+            raise EngineConfigError(f"max_disparity must be >= 0, got {max_disparity}")
+        net_max = self.config.max_disparity if not max_disparity else max_disparity * self.input_scale
+        # Round the network's range up to whole cost-volume candidates (>= 2 of them).
+        self.candidates = max(2, int(math.ceil(net_max / step)))
+        self.model: StereoNet = self.ckpt.model.to(self.device).eval()
+        mean = torch.tensor(self.ckpt.normalization.mean, dtype=torch.float32)
+        std = torch.tensor(self.ckpt.normalization.std, dtype=torch.float32)
+        self._mean = mean.view(1, -1, 1, 1).to(self.device)
+        self._inv_std = (1.0 / std).view(1, -1, 1, 1).to(self.device)
+        self._pin = self.device.type == "cuda"
+        self.warmed_up_shapes: set = set()
+
+    # ----- derived facts the node publishes ---------------------------------------------
+    @property
+    def max_disparity(self) -> float:
+        """Largest disparity the cost volume searches, in native pixels (exclusive)."""
+        return self.candidates * 2 ** self.config.k / self.input_scale
+
+    @property
+    def precision_name(self) -> str:
+        return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"StereoNet k={c.k} features={c.features} refiners={c.num_refiners} "
+                f"in_channels={c.in_channels} on {self.device} {self.precision_name}, "
+                f"input_scale={self.input_scale:g}, searching 0..{self.max_disparity:g} px "
+                f"({self.candidates} candidates) from '{self.ckpt.path}'")
+
+    # ----- processing --------------------------------------------------------------------
+    def _to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+        if self._pin:
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def _prepare(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = rgb
+        if self.config.in_channels == 1:
+            w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+            x = (x * w).sum(1, keepdim=True)
+        if self.input_scale != 1.0:
+            h, w_ = x.shape[-2:]
+            size = (max(1, round(h * self.input_scale)), max(1, round(w_ * self.input_scale)))
+            x = F.interpolate(x, size=size, mode="area")
+        x = (x - self._mean) * self._inv_std
+        step = 2 ** self.config.k
+        h, w_ = x.shape[-2:]
+        ph, pw = (-h) % step, (-w_) % step
+        if ph or pw:
+            # Replicate the border: zero padding would create a strong false edge to match.
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        return x
+
+    def _run_model(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
+                   with_confidence: bool) -> Dict[str, object]:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
+                                                    enabled=self.dtype != torch.float32):
+            return self.model(left, right, with_right=with_right, with_confidence=with_confidence,
+                              candidates=self.candidates)
+
+    def infer(self, left_rgb: np.ndarray, right_rgb: np.ndarray, with_confidence: bool = True,
+              with_right: bool = False) -> EngineResult:
+        """Disparity for one rectified pair of (H, W, 3) float32 RGB images in [0, 1]."""
+        if left_rgb.shape != right_rgb.shape:
+            raise ValueError(f"left {left_rgb.shape} and right {right_rgb.shape} differ in size")
+        h, w = left_rgb.shape[:2]
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        left = self._prepare(self._to_tensor(left_rgb))
+        right = self._prepare(self._to_tensor(right_rgb))
+        sync()
+        t1 = time.perf_counter()
+        out = self._run_model(left, right, with_right, with_confidence)
+        sync()
+        t2 = time.perf_counter()
+        sh = round(h * self.input_scale) if self.input_scale != 1.0 else h
+        sw = round(w * self.input_scale) if self.input_scale != 1.0 else w
+
+        def native(t: torch.Tensor, is_disp: bool) -> np.ndarray:
+            t = t[..., :sh, :sw].float()
+            if (sh, sw) != (h, w):
+                t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+                if is_disp:
+                    t = t * (w / sw)  # disparities are horizontal pixel distances
+            return t[0, 0].cpu().numpy()
+
+        disp = native(out["disparity"], True)  # type: ignore[arg-type]
+        conf = native(out["confidence"], False).clip(0, 1) if with_confidence else None  # type: ignore[arg-type]
+        right_disp = None
+        if with_right:
+            rd = out["right_disparities"][-1]  # type: ignore[index]
+            rd = F.interpolate(rd, size=left.shape[-2:], mode="bilinear", align_corners=False) \
+                if rd.shape[-2:] != left.shape[-2:] else rd
+            right_disp = native(rd, True)
+        t3 = time.perf_counter()
+        self.warmed_up_shapes.add((h, w))
+        return EngineResult(disp, conf, right_disp, {
+            "preprocess": 1e3 * (t1 - t0), "model": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)})
+
+    def warmup(self, height: int, width: int, iterations: int = 1) -> float:
+        """Run dummy frames of the given size (allocator, cuDNN autotune); returns ms."""
+        t0 = time.perf_counter()
+        z = np.zeros((height, width, 3), np.float32)
+        for _ in range(max(1, iterations)):
+            self.infer(z, z)
+        return 1e3 * (time.perf_counter() - t0)
+
+
+def left_right_consistent(disp_left: np.ndarray, disp_right: np.ndarray,
+                          threshold: float = 1.0) -> np.ndarray:
+    """Mask of left pixels whose disparity agrees with the right view's at x - d.
+
+    Both in pixels (x_l - x_r). Pixels whose match falls outside the right image fail.
+    """
+    h, w = disp_left.shape
+    xs = np.arange(w, dtype=np.float32)[None, :] - disp_left
+    xr = np.rint(xs).astype(np.int64)
+    inside = (xr >= 0) & (xr < w) & np.isfinite(disp_left)
+    rows = np.broadcast_to(np.arange(h)[:, None], (h, w))
+    dr = disp_right[rows, np.clip(xr, 0, w - 1)]
+    return inside & (np.abs(dr - disp_left) <= threshold)

@@ -1,0 +1,149 @@
+"""Stereo geometry: CameraInfo -> rectified intrinsics and baseline; disparity -> depth -> xyz.
+
+Conventions (REP 103/104/118, sensor_msgs/CameraInfo, stereo_msgs/DisparityImage):
+- All intrinsics come from the *rectified* projection matrices P (3x4, row-major).
+- Baseline ``T = -P_right[0,3] / P_right[0,0]`` in metres (P_right[0,3] = -fx' * T).
+- Published disparity ``d = (x_l - x_r) - (cx_l - cx_r)`` in pixels, so that ``Z = f * T / d``
+  holds even for verged rectification where the principal points differ.
+- Points are in the left camera's *optical* frame: x right, y down, z forward, metres.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+# A baseline outside this range is almost certainly a unit error (mm instead of m) or a
+# broken calibration; the node reports it instead of publishing a silently wrong cloud.
+MIN_BASELINE_M = 1e-3
+MAX_BASELINE_M = 10.0
+
+
+class GeometryError(ValueError):
+    """Camera parameters that cannot give metric depth."""
+
+
+@dataclass(frozen=True)
+class StereoGeometry:
+    """Rectified stereo intrinsics in pixels and baseline in metres (left camera frame)."""
+
+    fx: float
+    fy: float
+    cx: float          # left principal point x (pixels)
+    cy: float          # left principal point y (pixels)
+    cx_right: float    # right principal point x (pixels)
+    baseline: float    # metres, positive when the right camera is to the right
+    width: int
+    height: int
+
+    @property
+    def cx_offset(self) -> float:
+        """cx_l - cx_r: subtracted from the raw pixel shift to get DisparityImage's d."""
+        return self.cx - self.cx_right
+
+    def scaled(self, sx: float, sy: float) -> "StereoGeometry":
+        """Geometry of the same cameras with images resized by (sx, sy)."""
+        return StereoGeometry(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
+                              self.cx_right * sx, self.baseline,
+                              int(round(self.width * sx)), int(round(self.height * sy)))
+
+
+def _finite(*vals: float) -> bool:
+    return all(math.isfinite(v) for v in vals)
+
+
+def geometry_from_projections(p_left: Sequence[float], p_right: Sequence[float], width: int,
+                              height: int, min_baseline: float = MIN_BASELINE_M,
+                              max_baseline: float = MAX_BASELINE_M) -> StereoGeometry:
+    """Build ``StereoGeometry`` from two row-major 3x4 rectified projection matrices.
+
+    Raises ``GeometryError`` with the reason for: wrong length, non-finite values, zero or
+    negative focal length, left/right focal lengths that disagree (not one rectified pair),
+    a non-positive, NaN, or implausible baseline (outside [min_baseline, max_baseline] m).
+    """
+    pl = np.asarray(p_left, dtype=np.float64).ravel()
+    pr = np.asarray(p_right, dtype=np.float64).ravel()
+    if pl.size != 12 or pr.size != 12:
+        raise GeometryError(f"projection matrices must have 12 elements, got {pl.size} and {pr.size}")
+    if not np.all(np.isfinite(pl)) or not np.all(np.isfinite(pr)):
+        raise GeometryError("projection matrix contains NaN or inf")
+    fx, fy, cx, cy = pl[0], pl[5], pl[2], pl[6]
+    fxr, cxr, txr = pr[0], pr[2], pr[3]
+    if fx <= 0 or fy <= 0 or fxr <= 0:
+        raise GeometryError(f"focal length must be positive (left fx={fx:g}, fy={fy:g}, right fx={fxr:g}); "
+                            "is the camera calibrated (P all zeros)?")
+    if abs(fx - fxr) > 1e-3 * fx:
+        raise GeometryError(f"left fx={fx:g} and right fx={fxr:g} differ: not a rectified pair")
+    baseline = -txr / fxr
+    if not _finite(baseline) or baseline <= 0:
+        raise GeometryError(
+            f"baseline {baseline:g} m from right P[0,3]={txr:g} is not positive: "
+            "P_right[0,3] must be -fx*T (are left and right swapped, or right P uncalibrated?)")
+    if not min_baseline <= baseline <= max_baseline:
+        raise GeometryError(f"baseline {baseline:g} m is implausible (expected {min_baseline:g}.."
+                            f"{max_baseline:g} m; was the translation given in mm?)")
+    if width <= 0 or height <= 0:
+        raise GeometryError(f"camera_info size {width}x{height} is not positive")
+    return StereoGeometry(float(fx), float(fy), float(cx), float(cy), float(cxr), float(baseline),
+                          int(width), int(height))
+
+
+def rectification_warnings(d_left: Sequence[float], r_left: Sequence[float],
+                           d_right: Sequence[float], r_right: Sequence[float]) -> list[str]:
+    """Reasons to believe the images are not rectified (warnings, not errors).
+
+    Rectified image topics come with zero distortion and identity R in their CameraInfo
+    (image_proc convention); anything else suggests a raw camera_info was remapped in.
+    """
+    out = []
+    for side, d, r in (("left", d_left, r_left), ("right", d_right, r_right)):
+        d = np.asarray(d, dtype=np.float64)
+        if d.size and np.any(np.abs(d) > 1e-9):
+            out.append(f"{side} camera_info has non-zero distortion D={np.round(d, 4).tolist()}")
+        r = np.asarray(r, dtype=np.float64)
+        if r.size == 9 and np.any(r) and not np.allclose(r.reshape(3, 3), np.eye(3), atol=1e-6):
+            out.append(f"{side} camera_info has non-identity rectification R")
+    return out
+
+
+def raw_to_published_disparity(raw: np.ndarray, geom: StereoGeometry) -> np.ndarray:
+    """Network output (x_l - x_r, pixels) -> DisparityImage d = raw - (cx_l - cx_r)."""
+    return raw - np.float32(geom.cx_offset)
+
+
+def disparity_to_depth(disp: np.ndarray, geom: StereoGeometry, valid: Optional[np.ndarray] = None,
+                       min_depth: float = 0.0, max_depth: float = math.inf) -> np.ndarray:
+    """Z = f*T/d in metres (float32), NaN where invalid, d <= 0, or Z outside [min, max]."""
+    d = np.asarray(disp, dtype=np.float32)
+    ok = np.isfinite(d) & (d > 0)
+    if valid is not None:
+        ok &= valid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.float32(geom.fx * geom.baseline) / d
+    ok &= (z >= min_depth) & (z <= max_depth)
+    return np.where(ok, z, np.float32(np.nan)).astype(np.float32, copy=False)
+
+
+def depth_to_points(depth: np.ndarray, geom: StereoGeometry, step: int = 1) -> np.ndarray:
+    """Back-project a depth image (metres) to (H', W', 3) float32 xyz in the left optical frame.
+
+    X = (u - cx) Z / fx, Y = (v - cy) Z / fy, with u, v the pixel *centres* of the sampled
+    grid (every ``step``-th pixel). NaN depth gives NaN points.
+    """
+    z = np.asarray(depth, dtype=np.float32)[::step, ::step]
+    h, w = z.shape
+    u = (np.arange(w, dtype=np.float32) * step - np.float32(geom.cx)) / np.float32(geom.fx)
+    v = (np.arange(h, dtype=np.float32) * step - np.float32(geom.cy)) / np.float32(geom.fy)
+    pts = np.empty((h, w, 3), dtype=np.float32)
+    np.multiply(u[None, :], z, out=pts[..., 0])
+    np.multiply(v[:, None], z, out=pts[..., 1])
+    pts[..., 2] = z
+    return pts
+
+
+def project_points(points: np.ndarray, geom: StereoGeometry) -> Tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``depth_to_points``: (N, 3) xyz -> pixel (u, v) in the left image."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return geom.fx * p[:, 0] / p[:, 2] + geom.cx, geom.fy * p[:, 1] / p[:, 2] + geom.cy

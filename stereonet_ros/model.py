@@ -1,0 +1,278 @@
+"""StereoNet (Khamis et al., ECCV 2018, arXiv 1807.08865) in plain PyTorch.
+
+One definition serves training (``training/``) and inference (``engine.py``).
+
+Shapes and units
+----------------
+Inputs are rectified left/right images ``(B, C, H, W)``, normalised floats, with
+H and W multiples of ``2**k`` (the engine pads). Every disparity the model returns
+is in *pixels of the input resolution*, measured as ``x_left - x_right`` for the
+left view and ``x_right - x_left`` negated, i.e. also positive, for the right view.
+
+Defects of the public reference code that are fixed here (see shared/DESIGN.md):
+the cost volume is built with tensor ops (no Python loop over disparities, no CPU
+allocation) and the soft-argmin grid is ``arange(D) * 2**k`` rather than
+``linspace(0, max, D)``, which is off by one step.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LEAK = 0.2
+
+
+@dataclass(frozen=True)
+class StereoNetConfig:
+    """Architecture hyper-parameters; stored in every checkpoint."""
+
+    in_channels: int = 3          # 1 (grey) or 3 (RGB)
+    k: int = 3                    # number of stride-2 downsampling convs (cost volume at 1/2^k)
+    max_disparity: int = 192      # searched range in full-resolution pixels, exclusive
+    features: int = 32            # feature channels of the extractor and refiners
+    refinement_levels: Optional[int] = None  # refiners, one per x2 step; None = k (to full res)
+
+    def __post_init__(self) -> None:
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if not 1 <= self.k <= 5:
+            raise ValueError(f"k must be in 1..5, got {self.k}")
+        if self.max_disparity < 2 ** self.k * 2 or self.max_disparity % (2 ** self.k):
+            raise ValueError(
+                f"max_disparity must be a multiple of 2^k={2 ** self.k} and at least "
+                f"{2 ** (self.k + 1)}, got {self.max_disparity}")
+        if self.features < 4:
+            raise ValueError(f"features must be >= 4, got {self.features}")
+        if self.refinement_levels is not None and not 0 <= self.refinement_levels <= self.k:
+            raise ValueError(
+                f"refinement_levels must be in 0..k={self.k}, got {self.refinement_levels}")
+
+    @property
+    def num_refiners(self) -> int:
+        return self.k if self.refinement_levels is None else self.refinement_levels
+
+    @property
+    def candidates(self) -> int:
+        """Number of disparity candidates D of the low-resolution cost volume."""
+        return self.max_disparity // 2 ** self.k
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, object]) -> "StereoNetConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown StereoNet hyper-parameters: {sorted(unknown)}")
+        return cls(**d)  # type: ignore[arg-type]
+
+
+def _conv_bn_lrelu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    pad = dilation * (k - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(_LEAK, inplace=True),
+    )
+
+
+class ResBlock(nn.Module):
+    """3x3 conv-BN-LReLU, 3x3 conv-BN, identity skip, LReLU (paper Fig. 2)."""
+
+    def __init__(self, ch: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn_lrelu(ch, ch, dilation=dilation)
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, 1, dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(ch),
+        )
+        self.act = nn.LeakyReLU(_LEAK, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.conv2(self.conv1(x)))
+
+
+class FeatureExtractor(nn.Module):
+    """K 5x5 stride-2 convs, 6 residual blocks, a final 3x3 conv: features at 1/2^K."""
+
+    def __init__(self, cin: int, ch: int, k: int) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        for i in range(k):
+            layers.append(nn.Conv2d(cin if i == 0 else ch, ch, 5, 2, 2))
+        layers += [ResBlock(ch) for _ in range(6)]
+        layers.append(nn.Conv2d(ch, ch, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def difference_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int,
+                           direction: int = -1) -> torch.Tensor:
+    """Feature-difference cost volume, vectorised over disparity.
+
+    ``cost[b, c, d, y, x] = ref[b, c, y, x] - other[b, c, y, x + direction * d]``
+    where that column exists, else 0. ``direction=-1`` matches a left reference
+    against the right image (x_r = x_l - d); ``+1`` a right reference against the left.
+    Returns ``(B, C, D, H, W)``. No Python loop over d: ``other`` is padded once and
+    D shifted windows are taken with ``unfold`` (a view), then subtracted.
+    """
+    b, c, h, w = other.shape
+    dmax = candidates - 1
+    if direction < 0:
+        padded = F.pad(other, (dmax, 0))  # column x - d lives at padded[x + dmax - d]
+        windows = padded.unfold(3, w, 1).flip(3)   # (B, C, H, D, W): index d -> shift d
+    else:
+        padded = F.pad(other, (0, dmax))  # column x + d lives at padded[x + d]
+        windows = padded.unfold(3, w, 1)
+    cost = ref.unsqueeze(3) - windows                # (B, C, H, D, W)
+    cols = torch.arange(w, device=ref.device)
+    shifts = torch.arange(candidates, device=ref.device)
+    if direction < 0:
+        valid = cols.unsqueeze(0) >= shifts.unsqueeze(1)          # x - d >= 0
+    else:
+        valid = cols.unsqueeze(0) + shifts.unsqueeze(1) < w       # x + d < w
+    cost = cost * valid.to(cost.dtype)
+    return cost.permute(0, 1, 3, 2, 4).contiguous()  # (B, C, D, H, W)
+
+
+class CostFilter(nn.Module):
+    """4 x (Conv3d-BN-LReLU) and a final Conv3d to one channel: (B,C,D,H,W) -> (B,D,H,W)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        for _ in range(4):
+            layers += [nn.Conv3d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm3d(ch),
+                       nn.LeakyReLU(_LEAK, inplace=True)]
+        layers.append(nn.Conv3d(ch, 1, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        return self.net(volume).squeeze(1)
+
+
+def soft_argmin(cost: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable arg-min over dim 1 of a (B, D, H, W) cost.
+
+    Returns the expected disparity ``sum_d softmax(-cost)_d * d * step`` as (B, 1, H, W)
+    in pixels of the full input resolution, and the probabilities (B, D, H, W).
+    The grid is ``arange(D) * step``: candidate d compares columns exactly d*step apart.
+    """
+    prob = F.softmax(-cost, dim=1)
+    grid = torch.arange(cost.shape[1], device=cost.device, dtype=prob.dtype) * step
+    disp = (prob * grid.view(1, -1, 1, 1)).sum(1, keepdim=True)
+    return disp, prob
+
+
+def distribution_confidence(prob: torch.Tensor, disp: torch.Tensor, step: int) -> torch.Tensor:
+    """Probability mass within one candidate step of the expected disparity, in [0, 1].
+
+    A peaked, unimodal matching distribution gives ~1; a flat or multi-modal one
+    (texture-less or occluded regions) gives a small value. (B, 1, H, W).
+    """
+    grid = torch.arange(prob.shape[1], device=prob.device, dtype=prob.dtype).view(1, -1, 1, 1)
+    near = ((grid - disp / step).abs() <= 1.0).to(prob.dtype)
+    return (prob * near).sum(1, keepdim=True).clamp_(0.0, 1.0)
+
+
+class Refiner(nn.Module):
+    """Edge-aware residual refinement at one resolution (paper Sec. 3.3).
+
+    Input: disparity (B,1,h,w) in full-resolution pixels and the image resized to (h,w).
+    3x3 conv, residual blocks with dilations 1,2,4,8,1,1, 3x3 conv to a residual; ReLU of
+    the sum keeps disparities non-negative.
+    """
+
+    def __init__(self, cin: int, ch: int) -> None:
+        super().__init__()
+        self.head = _conv_bn_lrelu(cin + 1, ch)
+        self.blocks = nn.Sequential(*[ResBlock(ch, d) for d in (1, 2, 4, 8, 1, 1)])
+        self.out = nn.Conv2d(ch, 1, 3, 1, 1)
+
+    def forward(self, disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        # Disparities are full-resolution pixels at every level, so the residual is too;
+        # the head's BatchNorm absorbs the input's scale.
+        x = self.head(torch.cat([disp, image], 1))
+        return F.relu(disp + self.out(self.blocks(x)))
+
+
+class StereoNet(nn.Module):
+    """StereoNet: features at 1/2^k, difference cost volume, 3D filtering, soft-argmin,
+    hierarchical refinement. ``forward`` returns a dict:
+
+    - ``disparities``: list, coarse to fine, of (B,1,h_i,w_i) left disparities in
+      full-resolution pixels (first = soft-argmin at 1/2^k, then one per refiner);
+    - ``disparity``: (B,1,H,W) final left disparity at full resolution (bilinear upsample
+      of the last level when fewer than k refiners);
+    - ``confidence``: (B,1,H,W) in [0, 1] (only when ``with_confidence``);
+    - ``right_disparities``: same pyramid for the right view (only when ``with_right``).
+    """
+
+    def __init__(self, config: Optional[StereoNetConfig] = None, **kwargs: object) -> None:
+        super().__init__()
+        self.config = config if config is not None else StereoNetConfig(**kwargs)  # type: ignore[arg-type]
+        c = self.config
+        self.features = FeatureExtractor(c.in_channels, c.features, c.k)
+        self.cost_filter = CostFilter(c.features)
+        self.refiners = nn.ModuleList([Refiner(c.in_channels, c.features) for _ in range(c.num_refiners)])
+
+    @property
+    def divisor(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2 ** self.config.k
+
+    def _pyramid(self, coarse: torch.Tensor, image: torch.Tensor) -> List[torch.Tensor]:
+        out = [coarse]
+        disp = coarse
+        k = self.config.k
+        for i, refiner in enumerate(self.refiners):
+            scale = 2 ** (k - i - 1)
+            h, w = image.shape[-2] // scale, image.shape[-1] // scale
+            disp = F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False)
+            img = image if scale == 1 else F.interpolate(image, size=(h, w), mode="bilinear",
+                                                         align_corners=False)
+            disp = refiner(disp, img)
+            out.append(disp)
+        return out
+
+    def _full(self, disp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(disp.shape[-2:]) == tuple(size):
+            return disp
+        return F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool = False,
+                with_confidence: bool = False, candidates: Optional[int] = None) -> Dict[str, object]:
+        """``candidates`` overrides the cost volume's disparity count D (the 3D filter is
+        convolutional over disparity, so a trained model can search a shorter or longer
+        range at inference)."""
+        if left.shape != right.shape:
+            raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
+        h, w = left.shape[-2:]
+        if h % self.divisor or w % self.divisor:
+            raise ValueError(f"input {h}x{w} is not a multiple of {self.divisor}; pad it first")
+        step = self.divisor
+        d = self.config.candidates if candidates is None else int(candidates)
+        if d < 2:
+            raise ValueError(f"need at least 2 disparity candidates, got {d}")
+        # One batched pass of the shared extractor over both views.
+        feats = self.features(torch.cat([left, right], 0))
+        fl, fr = feats.chunk(2, 0)
+        cost = self.cost_filter(difference_cost_volume(fl, fr, d, direction=-1))
+        coarse, prob = soft_argmin(cost, step)
+        pyr = self._pyramid(coarse, left)
+        result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], (h, w))}
+        if with_confidence:
+            conf = distribution_confidence(prob, coarse, step)
+            result["confidence"] = self._full(conf, (h, w))
+        if with_right:
+            cost_r = self.cost_filter(difference_cost_volume(fr, fl, d, direction=+1))
+            coarse_r, _ = soft_argmin(cost_r, step)
+            result["right_disparities"] = self._pyramid(coarse_r, right)
+        return result

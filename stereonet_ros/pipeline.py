@@ -1,0 +1,149 @@
+"""Per-frame processing without ROS: validate a stereo pair, run the engine, post-process.
+
+Inputs are objects with the fields of sensor_msgs/Image and sensor_msgs/CameraInfo (real
+messages in the node, real messages or plain objects in tools and tests). Every rejection
+is a ``FrameError`` whose ``reason`` is a key of ``stats.DROP_REASONS``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .engine import StereoEngine, left_right_consistent
+from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
+                       geometry_from_projections, rectification_warnings)
+from .imageconv import ENCODINGS, ImageFormatError, image_to_numpy, to_rgb8, to_rgb_float
+
+
+class FrameError(Exception):
+    """A pair that cannot be processed; ``reason`` is a DROP_REASONS key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class OutputOptions:
+    """Post-processing knobs (node parameters of the same names)."""
+
+    confidence_threshold: float = 0.0   # pixels below are invalid (0 keeps all)
+    lr_check: bool = False              # left-right consistency check (costs a 2nd volume)
+    lr_threshold: float = 1.0           # pixels
+    min_depth: float = 0.0              # metres; depth/cloud only
+    max_depth: float = 0.0              # metres; 0 = no limit
+    cloud_decimation: int = 1           # every n-th pixel in x and y
+    want_confidence: bool = True
+    want_points: bool = True
+    want_color: bool = True             # rgb in the cloud
+
+
+@dataclass
+class FrameOutput:
+    """Everything the node publishes for one pair, at native left resolution."""
+
+    disparity: np.ndarray      # (H, W) float32 published d; invalid = min_disparity - 1
+    valid: np.ndarray          # (H, W) bool
+    depth: np.ndarray          # (H, W) float32 metres, NaN invalid
+    points: Optional[np.ndarray]  # (H', W', 3) float32, left optical frame
+    rgb8: Optional[np.ndarray]    # (H', W', 3) uint8 for the cloud
+    confidence: Optional[np.ndarray]
+    geometry: StereoGeometry
+    min_disparity: float
+    max_disparity: float
+    delta_d: float
+    timings_ms: Dict[str, float]
+    warnings: List[str]
+
+
+def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and cross-check two Image messages; raises FrameError."""
+    for side, m in (("left", left), ("right", right)):
+        if m.encoding not in ENCODINGS:
+            raise FrameError("bad_encoding", f"{side} image: unsupported encoding '{m.encoding}'")
+    if left.encoding != right.encoding:
+        raise FrameError("bad_encoding", f"left encoding '{left.encoding}' differs from right "
+                                         f"'{right.encoding}'")
+    if (left.width, left.height) != (right.width, right.height):
+        raise FrameError("bad_size", f"left image {left.width}x{left.height} and right "
+                                     f"{right.width}x{right.height} differ in size")
+    out = []
+    for side, m in (("left", left), ("right", right)):
+        try:
+            out.append(image_to_numpy(m, max_pixels))
+        except ImageFormatError as exc:
+            text = str(exc)
+            reason = "bad_size" if ("size" in text or "limit" in text) else "bad_data"
+            raise FrameError(reason, f"{side} image: {text}") from exc
+    return out[0], out[1]
+
+
+def check_camera_info(linfo: Any, rinfo: Any, width: int, height: int) -> tuple[StereoGeometry, List[str]]:
+    """Geometry from the two CameraInfos after checking they fit the images; raises FrameError.
+
+    Returns the geometry and warnings (non-rectified camera_info, differing intrinsics).
+    """
+    for side, info in (("left", linfo), ("right", rinfo)):
+        if (info.width, info.height) != (width, height) and (info.width or info.height):
+            raise FrameError("bad_size", f"{side} camera_info is {info.width}x{info.height} but the "
+                                         f"images are {width}x{height}")
+    try:
+        geom = geometry_from_projections(linfo.p, rinfo.p, width, height)
+    except GeometryError as exc:
+        raise FrameError("bad_geometry", str(exc)) from exc
+    warns = rectification_warnings(linfo.d, linfo.r, rinfo.d, rinfo.r)
+    pl, pr = np.asarray(linfo.p, float), np.asarray(rinfo.p, float)
+    if abs(pl[5] - pr[5]) > 1e-3 * pl[5] or abs(pl[6] - pr[6]) > 0.5:
+        warns.append(f"left/right rectified fy, cy disagree ({pl[5]:g},{pl[6]:g} vs {pr[5]:g},{pr[6]:g})")
+    return geom, warns
+
+
+def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,
+                 opts: OutputOptions, max_pixels: Optional[int] = None) -> FrameOutput:
+    """Validate, run the network and build every output array for one stereo pair."""
+    t0 = time.perf_counter()
+    limg, rimg = decode_pair(left, right, max_pixels)
+    h, w = limg.shape[:2]
+    geom, warns = check_camera_info(linfo, rinfo, w, h)
+    try:
+        lrgb = to_rgb_float(limg, left.encoding)
+        rrgb = to_rgb_float(rimg, right.encoding)
+    except ImageFormatError as exc:
+        raise FrameError("bad_values", str(exc)) from exc
+    t1 = time.perf_counter()
+    res = engine.infer(lrgb, rrgb, with_confidence=opts.want_confidence or opts.confidence_threshold > 0,
+                       with_right=opts.lr_check)
+    t2 = time.perf_counter()
+
+    raw = res.disparity
+    # A match must land inside the right image: x - raw >= 0.
+    valid = np.isfinite(raw) & (np.arange(w, dtype=np.float32)[None, :] - raw >= -0.5)
+    if res.confidence is not None and opts.confidence_threshold > 0:
+        valid &= res.confidence >= opts.confidence_threshold
+    if opts.lr_check and res.right_disparity is not None:
+        valid &= left_right_consistent(raw, res.right_disparity, opts.lr_threshold)
+    disp = raw - np.float32(geom.cx_offset)
+    valid &= disp > 0  # Z = fT/d needs d > 0
+    min_d = -geom.cx_offset
+    max_d = engine.max_disparity - geom.cx_offset
+    disp_out = np.where(valid, disp, np.float32(min_d - 1.0)).astype(np.float32)
+    max_depth = opts.max_depth if opts.max_depth > 0 else math.inf
+    depth = disparity_to_depth(disp, geom, valid, opts.min_depth, max_depth)
+    points = rgb8 = None
+    step = max(1, int(opts.cloud_decimation))
+    if opts.want_points:
+        points = depth_to_points(depth, geom, step)
+        if opts.want_color:
+            rgb8 = np.ascontiguousarray(to_rgb8(limg, left.encoding)[::step, ::step])
+    # The network's output is continuous; the finest increment a float32 disparity can
+    # express over the searched range is its spacing at the range's top.
+    delta_d = float(np.spacing(np.float32(max(abs(max_d), 1.0))))
+    t3 = time.perf_counter()
+    timings = {"decode": 1e3 * (t1 - t0), **res.timings_ms, "network_total": 1e3 * (t2 - t1),
+               "postprocess_numpy": 1e3 * (t3 - t2)}
+    return FrameOutput(disp_out, valid, depth, points, rgb8, res.confidence, geom, float(min_d),
+                       float(max_d), delta_d, timings, warns)

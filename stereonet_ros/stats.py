@@ -1,0 +1,124 @@
+"""Thread-safe counters, rate meters and latency statistics behind /diagnostics.
+
+No ROS imports: the node turns a ``snapshot()`` into a DiagnosticArray.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Deque, Dict, Optional, Tuple
+
+import numpy as np
+
+#: Every reason a frame can be dropped; each has a counter and a human description.
+DROP_REASONS: Dict[str, str] = {
+    "unpaired": "no partner image with a matching stamp (sync queue overflow or mismatched stamps)",
+    "overrun": "a newer pair arrived while this one waited (inference slower than the camera)",
+    "camera_info_missing": "no camera_info received yet (or it is older than camera_info_timeout)",
+    "bad_encoding": "unsupported or mismatched image encoding",
+    "bad_size": "left/right or image/camera_info size mismatch, or zero/huge image",
+    "bad_data": "data length inconsistent with step and height",
+    "bad_values": "NaN or inf in a float image",
+    "bad_geometry": "camera_info cannot give metric depth (baseline/focal length)",
+    "inference_error": "the network failed on this frame",
+    "out_of_memory": "CUDA out of memory on this frame",
+}
+
+
+#: Noteworthy events that do not lose a frame.
+EVENTS: Dict[str, str] = {
+    "stamp_backwards": "stamp older than the previous pair (bag loop or clock jump); pairing restarted",
+    "camera_info_warning": "camera_info looks non-rectified or left/right intrinsics disagree",
+    "device_fallback": "CUDA requested but unavailable; running on the CPU",
+}
+
+
+class RateMeter:
+    """Events per second over a sliding window of the last ``window`` seconds."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._t: Deque[float] = deque()
+
+    def tick(self, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._t.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._t and now - self._t[0] > self.window:
+            self._t.popleft()
+
+    def rate(self, now: Optional[float] = None) -> float:
+        now = time.monotonic() if now is None else now
+        self._trim(now)
+        if len(self._t) < 2:
+            return 0.0
+        span = max(now - self._t[0], self._t[-1] - self._t[0])
+        return (len(self._t) - 1) / span if span > 0 else 0.0
+
+
+class NodeStats:
+    """Counters of received/processed/dropped frames and per-stage latencies (ms)."""
+
+    def __init__(self, latency_window: int = 200) -> None:
+        self._lock = threading.Lock()
+        self.received: Counter = Counter()     # per input topic
+        self.drops: Counter = Counter()        # per reason (keys of DROP_REASONS)
+        self.events: Counter = Counter()       # per name (keys of EVENTS)
+        self.processed = 0
+        self.rates: Dict[str, RateMeter] = {}
+        self._lat: Dict[str, Deque[float]] = {}
+        self._window = latency_window
+        self.last_error: Dict[str, str] = {}
+
+    def received_msg(self, topic: str) -> None:
+        with self._lock:
+            self.received[topic] += 1
+            self.rates.setdefault(topic, RateMeter()).tick()
+
+    def drop(self, reason: str, message: str = "", count: int = 1) -> None:
+        if reason not in DROP_REASONS:
+            raise KeyError(f"unknown drop reason '{reason}'")
+        with self._lock:
+            self.drops[reason] += count
+            if message:
+                self.last_error[reason] = message
+
+    def event(self, name: str, message: str = "") -> None:
+        if name not in EVENTS:
+            raise KeyError(f"unknown event '{name}'")
+        with self._lock:
+            self.events[name] += 1
+            if message:
+                self.last_error[name] = message
+
+    def processed_frame(self, stages_ms: Dict[str, float]) -> None:
+        with self._lock:
+            self.processed += 1
+            self.rates.setdefault("output", RateMeter()).tick()
+            for k, v in stages_ms.items():
+                self._lat.setdefault(k, deque(maxlen=self._window)).append(float(v))
+
+    def latency(self) -> Dict[str, Tuple[float, float, float]]:
+        """stage -> (mean, p50, p95) in ms over the recent window."""
+        with self._lock:
+            items = {k: np.asarray(v) for k, v in self._lat.items() if v}
+        return {k: (float(a.mean()), float(np.percentile(a, 50)), float(np.percentile(a, 95)))
+                for k, a in items.items()}
+
+    def snapshot(self) -> Dict[str, object]:
+        with self._lock:
+            rates = {k: m.rate() for k, m in self.rates.items()}
+            snap = {"received": dict(self.received), "drops": dict(self.drops),
+                    "events": dict(self.events),
+                    "processed": self.processed, "rates": rates,
+                    "last_error": dict(self.last_error)}
+        snap["latency_ms"] = self.latency()
+        return snap
+
+    @property
+    def total_drops(self) -> int:
+        with self._lock:
+            return sum(self.drops.values())
