@@ -79,7 +79,7 @@ class StereoNetNode(Node):
             self.stats.event("device_fallback", f"device '{self.values['device']}' unavailable")
         self.get_logger().info(self.engine.describe())
         if "random" in str(self.engine.ckpt.info.get("weights", "")):
-            self.get_logger().warn("THE CHECKPOINT HOLDS RANDOMLY INITIALISED WEIGHTS: outputs are meaningless")
+            self.get_logger().warning("THE CHECKPOINT HOLDS RANDOMLY INITIALISED WEIGHTS: outputs are meaningless")
         self.options = output_options(self.values)
         self._lock = threading.Lock()         # guards engine/options swaps
         self._slot_cv = threading.Condition()
@@ -120,7 +120,7 @@ class StereoNetNode(Node):
         v = self.values
         backend = v["sync_backend"]
         if backend == "message_filters" and message_filters is None:
-            self.get_logger().warn("sync_backend 'message_filters' is not importable; using the built-in pairer")
+            self.get_logger().warning("sync_backend 'message_filters' is not importable; using the built-in pairer")
         use_mf = message_filters is not None and backend in ("auto", "message_filters")
         qos_opts = QoSOverridingOptions.with_default_policies
         if use_mf:  # pragma: no cover - message_filters is not installable in CI
@@ -295,7 +295,7 @@ class StereoNetNode(Node):
         now = time.monotonic()
         if now - self._warned.get(key, -1e9) >= period:
             self._warned[key] = now
-            self.get_logger().warn(text)
+            self.get_logger().warning(text)
 
     def publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()
