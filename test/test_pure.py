@@ -1,0 +1,122 @@
+"""Pure functions without ROS: pairing, parameters, metrics, geometry conventions."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from stereonet_ros.geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
+                                    geometry_from_projections, raw_to_published_disparity)
+from stereonet_ros.metrics import disparity_metrics, mean_metrics
+from stereonet_ros.params import SPECS, validate, validate_all
+from stereonet_ros.sync import StereoPairer
+
+
+def msg(t_ns):
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=t_ns // 10**9, nanosec=t_ns % 10**9)))
+
+
+def test_exact_pairer_pairs_equal_stamps_and_counts_the_rest():
+    dropped = []
+    p = StereoPairer("exact", queue_size=3, on_discard=dropped.append)
+    assert p.add_left(msg(100)) is None
+    assert p.add_right(msg(101)) is None
+    assert p.add_left(msg(200)) is None
+    pair = p.add_right(msg(200))
+    assert pair is not None and pair[0].header.stamp.nanosec == 200
+    assert sum(dropped) == 2 and p.pending() == (0, 0)  # 100 (left) and 101 (right) can never pair
+    for t in range(300, 306):
+        p.add_left(msg(t))
+    assert p.pending() == (3, 0) and sum(dropped) == 5  # queue overflow counted
+
+
+def test_approximate_pairer_uses_slop():
+    dropped = []
+    p = StereoPairer("approximate", slop=0.005, on_discard=dropped.append)
+    p.add_left(msg(1_000_000_000))
+    assert p.add_right(msg(1_006_000_000)) is None         # 6 ms > 5 ms slop
+    pair = p.add_left(msg(1_007_000_000))                  # 1 ms from the waiting right
+    assert pair is not None and pair[1].header.stamp.nanosec == 6_000_000
+    assert sum(dropped) == 1                               # the 1.000 s left image
+
+
+def test_pairer_rejects_bad_settings():
+    with pytest.raises(ValueError, match="sync mode"):
+        StereoPairer("nearest")
+    with pytest.raises(ValueError, match="slop"):
+        StereoPairer("approximate", slop=-1)
+
+
+def test_config_file_matches_parameter_specs_and_validates():
+    with open("config/stereonet.yaml") as f:
+        doc = yaml.safe_load(f)
+    values = doc["/**"]["ros__parameters"]
+    assert set(values) == set(SPECS)
+    assert validate_all(values) == []
+    for name, spec in SPECS.items():
+        assert type(values[name]) is type(spec.default), name
+
+
+@pytest.mark.parametrize("name,value,fragment", [
+    ("device", "gpu", "auto | cpu | cuda"), ("precision", "int8", "must be one of"),
+    ("input_scale", 0.0, "(0, 1]"), ("input_scale", 1.5, "(0, 1]"), ("sync_mode", "fast", "exact"),
+    ("queue_size", 0, "[1,"), ("cloud_decimation", 2.5, "integer"), ("publish_depth", "yes", "true or false"),
+    ("max_depth", float("nan"), "finite"), ("nonexistent", 1, "unknown parameter"),
+])
+def test_bad_parameter_values_are_rejected_with_reason(name, value, fragment):
+    err = validate(name, value)
+    assert err is not None and fragment in err and name in err
+
+
+def test_cross_parameter_validation():
+    values = {n: s.default for n, s in SPECS.items()}
+    values.update(min_depth=5.0, max_depth=2.0)
+    assert any("max_depth" in e for e in validate_all(values))
+
+
+def test_metrics_exact_values():
+    gt = np.array([[1.0, 2.0, 10.0, 0.0], [np.inf, 4.0, 100.0, 3.0]])
+    pred = np.array([[1.5, 2.0, 14.0, 9.0], [5.0, np.nan, 1.0, 3.0]])
+    m = disparity_metrics(pred, gt, max_disparity=64)
+    # valid gt: 1, 2, 10, 0, 4, 3 (inf and >= 64 excluded); errors 0.5, 0, 4, 9, |4| (nan pred), 0
+    errs = np.array([0.5, 0, 4, 9, 4, 0])
+    assert m["valid_pixels"] == 6
+    assert m["epe"] == pytest.approx(errs.mean())
+    assert m["bad1"] == pytest.approx(100 * 3 / 6)        # 4, 9 and the invalid prediction
+    assert m["bad0.5"] == pytest.approx(100 * 3 / 6)      # 0.5 is not > 0.5
+    assert m["d1"] == pytest.approx(100 * 3 / 6)          # 4>3 & >5% of 10; 9; invalid
+    assert m["density"] == pytest.approx(100 * 5 / 6)
+    kitti = disparity_metrics(pred, gt, zero_is_invalid=True)
+    assert kitti["valid_pixels"] == 6  # the zero is excluded, 100 is included without max_disparity
+    empty = disparity_metrics(pred, np.full_like(gt, np.nan))
+    assert math.isnan(empty["epe"]) and empty["valid_pixels"] == 0
+    mm = mean_metrics([m, {"epe": 1.0, "valid_pixels": 2, **{k: 0.0 for k in m if k not in ("epe", "valid_pixels")}}])
+    assert mm["epe"] == pytest.approx((errs.sum() + 2.0) / 8)
+
+
+def test_verged_rectification_offset_and_depth():
+    fx, base, cxl, cxr = 400.0, 0.2, 320.0, 300.0
+    g = geometry_from_projections([fx, 0, cxl, 0, 0, fx, 240, 0, 0, 0, 1, 0],
+                                  [fx, 0, cxr, -fx * base, 0, fx, 240, 0, 0, 0, 1, 0], 640, 480)
+    assert g.baseline == pytest.approx(base) and g.cx_offset == pytest.approx(20.0)
+    # a point at Z=4 m: x_l - x_r = fT/Z + (cx_l - cx_r) = 20 + 20
+    raw = np.full((2, 2), 40.0, np.float32)
+    d = raw_to_published_disparity(raw, g)
+    np.testing.assert_allclose(disparity_to_depth(d, g), 4.0, rtol=1e-6)
+    pts = depth_to_points(np.full((3, 3), 2.0, np.float32), g)
+    assert pts[0, 0, 0] == pytest.approx((0 - cxl) * 2.0 / fx) and pts[2, 1, 1] == pytest.approx((2 - 240) * 2.0 / fx)
+
+
+@pytest.mark.parametrize("p_right,fragment", [
+    ([400, 0, 320, 0, 0, 400, 240, 0, 0, 0, 1, 0], "not positive"),
+    ([400, 0, 320, 80, 0, 400, 240, 0, 0, 0, 1, 0], "not positive"),
+    ([400, 0, 320, -400 * 120, 0, 400, 240, 0, 0, 0, 1, 0], "implausible"),
+    ([0, 0, 320, -40, 0, 400, 240, 0, 0, 0, 1, 0], "focal length"),
+    ([400, 0, 320, float("nan"), 0, 400, 240, 0, 0, 0, 1, 0], "NaN"),
+])
+def test_bad_baselines_are_errors(p_right, fragment):
+    with pytest.raises(GeometryError, match=fragment):
+        geometry_from_projections([400, 0, 320, 0, 0, 400, 240, 0, 0, 0, 1, 0], p_right, 640, 480)
