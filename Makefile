@@ -1,0 +1,8 @@
+# The two commands of the README; each sets up .venv itself on a fresh machine.
+.PHONY: demo test bench
+demo:
+	bash tools/setup_env.sh && PYTHONPATH=$(CURDIR) .venv/bin/python -m stereonet_ros.demo
+test:
+	bash tools/run_tests.sh -q
+bench:
+	bash tools/setup_env.sh && PYTHONPATH=$(CURDIR) .venv/bin/python -m stereonet_ros.bench

@@ -1,0 +1,123 @@
+"""Packaging: colcon build of the ament_python package, and launch/config/RViz consistency.
+
+launch/launch_ros are not installable here, so launch files are checked statically (their
+AST) against setup.py's console scripts, config/ files and the node's parameters/topics.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stereonet_ros.params import SPECS
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_INPUTS = {"left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info"}
+NODE_OUTPUTS = {"disparity", "depth", "points2", "confidence", "disparity/color"}
+
+
+def console_scripts() -> dict:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if isinstance(k, ast.Constant) and k.value == "console_scripts":
+                    return dict(s.value.split(" = ") for s in v.elts)
+    raise AssertionError("setup.py declares no console_scripts")
+
+
+def launch_calls(path: Path, func: str):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == func:
+            yield node
+
+
+def kw(call: ast.Call, name: str):
+    for k in call.keywords:
+        if k.arg == name:
+            return k.value
+    return None
+
+
+def test_console_scripts_resolve_to_functions():
+    import importlib
+    scripts = console_scripts()
+    assert "stereonet_node" in scripts and "stereonet-train" in scripts
+    for name, target in scripts.items():
+        mod, func = target.split(":")
+        if not (ROOT / (mod.replace(".", "/") + ".py")).exists():
+            pytest.fail(f"console script {name} points to missing module {mod}")
+        assert callable(getattr(importlib.import_module(mod), func)), name
+
+
+def test_launch_files_match_setup_config_and_node():
+    scripts = console_scripts()
+    files = sorted((ROOT / "launch").glob("*.launch.py"))
+    assert (ROOT / "launch/stereonet.launch.py") in files
+    for path in files:
+        compile(path.read_text(), str(path), "exec")
+        text = path.read_text()
+        assert "def generate_launch_description" in text, path
+        for call in launch_calls(path, "Node"):
+            pkg = kw(call, "package").value
+            exe = kw(call, "executable").value
+            if pkg == "stereonet_ros":
+                assert exe in scripts, f"{path.name}: executable {exe} not in setup.py"
+                params = kw(call, "parameters")
+                for elt in getattr(params, "elts", []):
+                    if isinstance(elt, ast.Dict):
+                        for k in elt.keys:
+                            assert k.value in SPECS, f"{path.name}: unknown parameter {k.value}"
+                for pair in getattr(kw(call, "remappings"), "elts", []):
+                    assert pair.elts[0].value in NODE_INPUTS | NODE_OUTPUTS, pair.elts[0].value
+        for ref in re.findall(r'"config",\s*"([^"]+)"', text):
+            assert (ROOT / "config" / ref).exists(), f"{path.name} refers to missing config/{ref}"
+
+
+def test_rviz_config_shows_node_outputs():
+    doc = yaml.safe_load((ROOT / "config/stereonet.rviz").read_text())
+    displays = doc["Visualization Manager"]["Displays"]
+    shown = {(d["Class"], d["Topic"]["Value"].split("/", 2)[-1]) for d in displays if "Topic" in d}
+    assert ("rviz_default_plugins/PointCloud2", "points2") in shown
+    assert ("rviz_default_plugins/Image", "disparity/color") in shown
+    assert {t for _, t in shown} <= NODE_OUTPUTS
+
+
+def test_colcon_build_installs_node_launch_and_config(tmp_path):
+    colcon = shutil.which("colcon", path=str(Path(sys.executable).parent))
+    assert colcon, "colcon is installed by tools/setup_env.sh (colcon-common-extensions)"
+    src = tmp_path / "src" / "stereonet_ros"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, src / f)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run([colcon, "build", "--packages-select", "stereonet_ros"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    inst = tmp_path / "install" / "stereonet_ros"
+    for exe in console_scripts():
+        assert (inst / "lib" / "stereonet_ros" / exe).exists(), exe
+    share = inst / "share" / "stereonet_ros"
+    assert (share / "package.xml").exists()
+    assert (share / "launch" / "stereonet.launch.py").exists()
+    assert (share / "config" / "stereonet.yaml").exists() and (share / "config" / "stereonet.rviz").exists()
+    assert (inst / "share" / "ament_index" / "resource_index" / "packages" / "stereonet_ros").exists()
+    # The installed node starts (as after `source install/setup.bash`), validates its
+    # parameters and says what is wrong.
+    site = next((inst / "lib").glob("python3*/site-packages"))
+    env["PYTHONPATH"] = f"{site}:{env.get('PYTHONPATH', '')}"
+    r = subprocess.run([str(inst / "lib" / "stereonet_ros" / "stereonet_node"), "--ros-args", "-p",
+                        "input_scale:=3.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "input_scale" in r.stdout + r.stderr and "Traceback" not in r.stderr
