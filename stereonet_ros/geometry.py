@@ -99,10 +99,10 @@ def rectification_warnings(d_left: Sequence[float], r_left: Sequence[float],
     """
     out = []
     for side, d, r in (("left", d_left, r_left), ("right", d_right, r_right)):
-        d = np.asarray(d, dtype=np.float64)
-        if d.size and np.any(np.abs(d) > 1e-9):
+        d = np.asarray(d, dtype=np.float64).ravel()
+        if d.size and np.any(~np.isfinite(d) | (np.abs(d) > 1e-9)):  # NaN is not "zero"
             out.append(f"{side} camera_info has non-zero distortion D={np.round(d, 4).tolist()}")
-        r = np.asarray(r, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64).ravel()
         if r.size == 9 and np.any(r) and not np.allclose(r.reshape(3, 3), np.eye(3), atol=1e-6):
             out.append(f"{side} camera_info has non-identity rectification R")
     return out

@@ -30,7 +30,15 @@ INPUT_ENCODINGS = ("mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8", "8UC1", 
 
 
 class ImageFormatError(ValueError):
-    """The Image message's encoding, size, step or data length is inconsistent."""
+    """The Image message's encoding, size, step or data length is inconsistent.
+
+    ``reason`` classifies the problem with a ``stats.DROP_REASONS`` key ('bad_encoding',
+    'bad_size', 'bad_data' or 'bad_values') so callers never parse the message text.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_data") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def image_to_numpy(msg: Any, max_pixels: int | None = None) -> np.ndarray:
@@ -41,24 +49,44 @@ def image_to_numpy(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     length is not ``step * height``.
     """
     enc = msg.encoding
-    if enc not in ENCODINGS:
-        raise ImageFormatError(f"unsupported encoding '{enc}' (supported: {', '.join(INPUT_ENCODINGS)})")
+    if not isinstance(enc, str) or enc not in ENCODINGS:
+        raise ImageFormatError(f"unsupported encoding '{enc}' (supported: {', '.join(INPUT_ENCODINGS)})",
+                               "bad_encoding")
     dtype, ch, _ = ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    try:
+        h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    except (TypeError, ValueError) as exc:
+        raise ImageFormatError(f"height/width/step are not integers: {exc}", "bad_data") from exc
     if h <= 0 or w <= 0:
-        raise ImageFormatError(f"image has zero size {w}x{h}")
+        raise ImageFormatError(f"image has zero size {w}x{h}", "bad_size")
     if max_pixels is not None and h * w > max_pixels:
-        raise ImageFormatError(f"image {w}x{h} exceeds the limit of {max_pixels} pixels (max_image_pixels)")
+        raise ImageFormatError(f"image {w}x{h} exceeds the limit of {max_pixels} pixels (max_image_pixels)",
+                               "bad_size")
     row = w * ch * dtype.itemsize
     if step < row:
         raise ImageFormatError(f"step {step} is smaller than one row of {w} px x {ch} ch x "
-                               f"{dtype.itemsize} B = {row} B for '{enc}'")
+                               f"{dtype.itemsize} B = {row} B for '{enc}'", "bad_data")
     buf = msg.data
-    n = len(buf)
+    try:
+        n = len(buf)
+    except TypeError as exc:
+        raise ImageFormatError(f"data is a {type(buf).__name__}, not a byte buffer", "bad_data") from exc
     if n != step * h:
         raise ImageFormatError(f"data has {n} bytes, expected step*height = {step}*{h} = {step * h} "
-                               "(truncated or padded message)")
-    raw = np.frombuffer(buf, dtype=np.uint8)
+                               "(truncated or padded message)", "bad_data")
+    try:
+        raw = np.frombuffer(buf, dtype=np.uint8)
+    except (TypeError, ValueError):
+        # A plain list of ints (tools, tests): copy it, rejecting values that are not bytes.
+        try:
+            raw = np.asarray(buf, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ImageFormatError(f"data is not a byte sequence: {exc}", "bad_data") from exc
+        if raw.ndim != 1 or raw.size != n or (n and (raw.min() < 0 or raw.max() > 255)):
+            raise ImageFormatError("data is not a sequence of byte values 0..255", "bad_data")
+        raw = raw.astype(np.uint8)
+    if raw.size != n:  # a buffer of wider items (e.g. array('H')): len() counted items
+        raise ImageFormatError(f"data has {raw.size} bytes, expected step*height = {step * h}", "bad_data")
     rows = raw.reshape(h, step)[:, :row]
     big = bool(msg.is_bigendian) and dtype.itemsize > 1
     dt = dtype.newbyteorder(">") if big else dtype
@@ -84,8 +112,10 @@ def to_rgb_float(img: np.ndarray, encoding: str) -> np.ndarray:
     elif dtype == np.uint16:
         f = img.astype(np.float32) * np.float32(1.0 / 65535.0)
     else:
-        if not np.all(np.isfinite(img)):
-            raise ImageFormatError(f"{encoding} image contains NaN or inf")
+        finite = np.isfinite(img)
+        if not finite.all():
+            raise ImageFormatError(f"{encoding} image contains {int(finite.size - finite.sum())} NaN/inf "
+                                   "value(s)", "bad_values")
         f = np.clip(img.astype(np.float32), 0.0, 1.0)
     if ch == 1:
         return np.repeat(f[..., None], 3, axis=2)
@@ -108,6 +138,8 @@ def to_rgb8(img: np.ndarray, encoding: str) -> np.ndarray:
 
 def fill_image(msg: Any, arr: np.ndarray, encoding: str) -> Any:
     """Write ``arr`` into an Image message (height, width, encoding, step, data); one copy."""
+    if encoding not in ENCODINGS:
+        raise ImageFormatError(f"cannot write encoding '{encoding}'", "bad_encoding")
     dtype, ch, _ = ENCODINGS[encoding]
     a = np.ascontiguousarray(arr, dtype=dtype)
     if (a.ndim == 2 and ch != 1) or (a.ndim == 3 and a.shape[2] != ch) or a.ndim not in (2, 3):

@@ -17,6 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
@@ -28,8 +29,8 @@ from . import messages
 from .checkpoint import CheckpointError
 from .engine import EngineConfigError, StereoEngine
 from .params import SPECS, validate, validate_all
-from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair
-from .stats import DROP_REASONS, NodeStats
+from .pipeline import FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair
+from .stats import DROP_REASONS, EVENTS, NodeStats
 from .sync import StereoPairer, stamp_ns
 
 try:  # On a robot message_filters comes from the ROS install; the built-in pairer otherwise.
@@ -61,34 +62,69 @@ def output_options(v: Dict[str, Any]) -> OutputOptions:
                          want_color=v["cloud_color"])
 
 
+def _coerce(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Integers given for float parameters (``-p max_disparity:=64``) become floats."""
+    return {n: float(v) if isinstance(SPECS[n].default, float) and isinstance(v, int)
+            and not isinstance(v, bool) else v for n, v in values.items()}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (torch.cuda.OutOfMemoryError or its message)."""
+    try:
+        import torch
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):  # pragma: no cover - torch without the class
+        pass
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+
+
 class StereoNetNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("stereonet", **kwargs)
+        try:
+            self._configure()
+        except StartupError:
+            self.destroy_node()  # no half-built node left in the caller's context
+            raise
+
+    def _configure(self) -> None:
         for name, spec in SPECS.items():
-            self.declare_parameter(name, spec.default, ParameterDescriptor(description=spec.description))
-        self.values: Dict[str, Any] = {n: self.get_parameter(n).value for n in SPECS}
-        errors = validate_all(self.values)
+            # dynamic_typing: a value of the wrong ROS type reaches validate(), which names
+            # the parameter and the expected type, instead of an rclpy exception/traceback.
+            desc = ParameterDescriptor(description=spec.description, dynamic_typing=True)
+            try:
+                self.declare_parameter(name, spec.default, desc)
+            except ParameterException as exc:
+                raise StartupError(f"parameter '{name}': {exc}") from exc
+        raw = {n: self.get_parameter(n).value for n in SPECS}
+        errors = validate_all(raw)
         if errors:
             raise StartupError("invalid parameters: " + "; ".join(errors))
+        self.values: Dict[str, Any] = _coerce(raw)
         self.stats = NodeStats()
         try:
             self.engine = build_engine(self.values)
         except (CheckpointError, EngineConfigError) as exc:
             raise StartupError(str(exc)) from exc
-        if self.values["device"] not in ("auto", "cpu") and self.engine.device.type == "cpu":
-            self.stats.event("device_fallback", f"device '{self.values['device']}' unavailable")
+        self._note_device_fallback(self.engine, self.values)
         self.get_logger().info(self.engine.describe())
         if "random" in str(self.engine.ckpt.info.get("weights", "")):
             self.get_logger().warning("THE CHECKPOINT HOLDS RANDOMLY INITIALISED WEIGHTS: outputs are meaningless")
         self.options = output_options(self.values)
         self._lock = threading.Lock()         # guards engine/options swaps
         self._slot_cv = threading.Condition()
-        self._slot: Optional[Tuple[Any, Any]] = None
+        self._slot: Optional[Tuple[Any, Any, float]] = None   # (left, right, perf_counter when paired)
         self._running = True
         self._last_stamp: Optional[int] = None
+        self._side_stamp: Dict[str, int] = {}  # newest image stamp per side (bag-loop detection)
+        self._image_size: Optional[Tuple[int, int]] = None   # (w, h) of the last pair
         self._infos: Dict[str, Tuple[Optional[CameraInfo], float]] = {"left": (None, 0.0), "right": (None, 0.0)}
         self._camera_status: Tuple[int, str] = (2, "no camera_info received yet")
-        self._warned: Dict[str, float] = {}
+        self._warned: Dict[str, Tuple[float, int]] = {}   # key -> (last logged, suppressed since)
+        self._drops_reported = 0
+        self._processed_reported = 0
+        self._last_drops: Dict[str, int] = {}
 
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         qos_opts = QoSOverridingOptions.with_default_policies
@@ -141,12 +177,29 @@ class StereoNetNode(Node):
         for side, add in (("left", self.pairer.add_left), ("right", self.pairer.add_right)):
             def cb(msg: Image, side: str = side, add: Any = add) -> None:
                 self.stats.received_msg(f"{side}/image_rect")
+                self._check_side_stamp(side, msg)
                 pair = add(msg)
                 if pair is not None:
                     self._on_pair(*pair)
             self._image_subs.append(self.create_subscription(
                 Image, f"{side}/image_rect", cb, qos_profile_sensor_data, event_callbacks=events,
                 qos_overriding_options=qos_opts()))
+
+    def _check_side_stamp(self, side: str, msg: Image) -> None:
+        """A side's stamp going back means a new timeline (bag loop, clock jump): what that
+        side still queues is from the old one and would never pair (or pair with the wrong
+        loop), so it is discarded now and counted as 'unpaired'."""
+        t = stamp_ns(msg)
+        last = self._side_stamp.get(side)
+        self._side_stamp[side] = t
+        if last is not None and t < last and self.pairer is not None:
+            self.pairer.discard_newer(0 if side == "left" else 1, t)
+
+    def _note_device_fallback(self, engine: StereoEngine, values: Dict[str, Any]) -> None:
+        if values["device"] not in ("auto", "cpu") and engine.device.type == "cpu":
+            text = f"device '{values['device']}' requested but CUDA is unavailable: running on the CPU"
+            self.stats.event("device_fallback", text)
+            self.get_logger().warning(text + " (set strict_device to fail instead)")
 
     def _on_info(self, side: str, msg: CameraInfo) -> None:
         self.stats.received_msg(f"{side}/camera_info")
@@ -161,14 +214,15 @@ class StereoNetNode(Node):
     def _on_pair(self, left: Image, right: Image) -> None:
         t = stamp_ns(left)
         if self._last_stamp is not None and t < self._last_stamp:
-            self.stats.event("stamp_backwards", f"stamp went back by {(self._last_stamp - t) / 1e9:.3f} s")
-            self._warn("stamp_backwards", "stereo stamps went backwards (bag loop or clock jump); continuing "
-                       "with the new timeline")
+            back = (self._last_stamp - t) / 1e9
+            self.stats.event("stamp_backwards", f"stamp went back by {back:.3f} s")
+            self._warn("stamp_backwards", f"stereo stamps went backwards by {back:.3f} s (bag loop or clock "
+                       "jump); continuing with the new timeline")
         self._last_stamp = t
         with self._slot_cv:
             if self._slot is not None:
                 self.stats.drop("overrun")
-            self._slot = (left, right)
+            self._slot = (left, right, time.perf_counter())
             self._slot_cv.notify()
 
     # ----- processing ----------------------------------------------------------------------
@@ -179,10 +233,10 @@ class StereoNetNode(Node):
                     self._slot_cv.wait(0.5)
                 if not self._running:
                     return
-                left, right = self._slot
+                left, right, t_paired = self._slot
                 self._slot = None
             try:
-                self.process(left, right)
+                self.process(left, right, t_paired)
             except Exception as exc:  # never let one frame kill the worker
                 self.stats.drop("inference_error", f"{type(exc).__name__}: {exc}")
                 self._warn("inference_error", f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
@@ -202,35 +256,45 @@ class StereoNetNode(Node):
             out.append(msg)
         return out[0], out[1]
 
-    def process(self, left: Image, right: Image) -> Optional[FrameOutput]:
+    def process(self, left: Image, right: Image, t_paired: Optional[float] = None) -> Optional[FrameOutput]:
         """Process one pair and publish its outputs; a bad pair is counted and reported."""
         t_recv = time.perf_counter()
         with self._lock:
             engine, opts, v = self.engine, self.options, self.values
         try:
+            self._image_size = (int(left.width), int(left.height))
             linfo, rinfo = self._camera_infos()
             out = process_pair(engine, left, right, linfo, rinfo, opts, v["max_image_pixels"])
         except FrameError as exc:
             self.stats.drop(exc.reason, str(exc))
-            if exc.reason == "bad_geometry":
+            if exc.reason in ("bad_geometry", "camera_info_missing"):
                 self._camera_status = (2, str(exc))
-            self._warn(exc.reason, f"frame dropped ({exc.reason}): {exc}")
+            # A broken calibration repeats on every frame: log it once, then rarely.
+            period = 30.0 if exc.reason in ("bad_geometry", "camera_info_missing") else 5.0
+            self._warn(exc.reason, f"frame dropped ({exc.reason}): {exc}", period,
+                       error=exc.reason == "bad_geometry")
             return None
         except Exception as exc:
-            if type(exc).__name__ == "OutOfMemoryError":
-                self.stats.drop("out_of_memory", str(exc).splitlines()[0])
-                self._warn("out_of_memory", "CUDA out of memory: frame dropped (lower input_scale or max_disparity)")
+            if is_out_of_memory(exc):
+                first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+                self.stats.drop("out_of_memory", first)
+                self._warn("out_of_memory", f"frame dropped (out_of_memory): {first}; lower input_scale "
+                           "or max_disparity if this repeats")
                 try:
                     import torch
-                    torch.cuda.empty_cache()
-                except Exception:  # pragma: no cover
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                except Exception:  # pragma: no cover - best effort
                     pass
                 return None
             raise
+        if self._camera_status[0] == 2 and self._camera_status[1] != "no camera_info received yet":
+            self.get_logger().info("camera_info usable again: processing resumed")
         self._camera_status = (1, "; ".join(out.warnings)) if out.warnings else (0, "ok")
         if out.warnings:
             self.stats.event("camera_info_warning", out.warnings[0])
-            self._warn("camera_info_warning", "camera_info: " + "; ".join(out.warnings))
+            self._warn("camera_info_warning", "camera_info looks wrong (frame still processed): "
+                       + "; ".join(out.warnings), 30.0)
         t_pub = time.perf_counter()
         self.publish(left.header, out, v)
         t_done = time.perf_counter()
@@ -238,6 +302,8 @@ class StereoNetNode(Node):
         stages = dict(out.timings_ms)
         stages["publish"] = 1e3 * (t_done - t_pub)
         stages["total"] = 1e3 * (t_done - t_recv)
+        if t_paired is not None:
+            stages["queue_wait"] = 1e3 * (t_recv - t_paired)
         stages["stamp_to_publish"] = stamp_age
         self.stats.processed_frame(stages)
         return out
@@ -259,25 +325,30 @@ class StereoNetNode(Node):
             self.pub_color.publish(messages.make_image(header, color, "bgr8"))
 
     # ----- parameters ----------------------------------------------------------------------
+    def _reject(self, reason: str) -> SetParametersResult:
+        self.stats.event("parameter_rejected", reason)
+        self.get_logger().error(f"parameter change rejected: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
+
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in SPECS}
         for name, value in changes.items():
             err = validate(name, value)
             if err:
-                self.get_logger().error(f"rejected: {err}")
-                return SetParametersResult(successful=False, reason=err)
-        new = {**self.values, **changes}
+                return self._reject(err)
+        new = _coerce({**self.values, **changes})
         errors = validate_all(new)
         if errors:
-            return SetParametersResult(successful=False, reason="; ".join(errors))
+            return self._reject("; ".join(errors))
         engine = self.engine
         if any(new[n] != self.values[n] for n in ENGINE_PARAMS if n in changes):
             try:
                 engine = build_engine(new)
-            except (CheckpointError, EngineConfigError, OSError) as exc:
-                reason = f"rejected, the current model keeps running: {exc}"
-                self.get_logger().error(reason)
-                return SetParametersResult(successful=False, reason=reason)
+            except Exception as exc:  # noqa: BLE001 - any failure must leave the old model running
+                text = str(exc) if isinstance(exc, (CheckpointError, EngineConfigError)) \
+                    else f"{type(exc).__name__}: {exc}"
+                return self._reject(f"{text}; the current model keeps running")
+            self._note_device_fallback(engine, new)
             self.get_logger().info("switched to " + engine.describe())
         with self._lock:
             self.engine, self.values, self.options = engine, new, output_options(new)
@@ -290,19 +361,25 @@ class StereoNetNode(Node):
         return SetParametersResult(successful=True)
 
     # ----- reporting -----------------------------------------------------------------------
-    def _warn(self, key: str, text: str, period: float = 5.0) -> None:
-        """Log at most once per ``period`` seconds per key (counts are in /diagnostics)."""
+    def _warn(self, key: str, text: str, period: float = 5.0, error: bool = False) -> None:
+        """Log at most once per ``period`` seconds per key (every occurrence is counted in
+        /diagnostics); a repeat says how many were not logged in between."""
         now = time.monotonic()
-        if now - self._warned.get(key, -1e9) >= period:
-            self._warned[key] = now
-            self.get_logger().warning(text)
+        last, suppressed = self._warned.get(key, (-1e18, 0))
+        if now - last < period:
+            self._warned[key] = (last, suppressed + 1)
+            return
+        self._warned[key] = (now, 0)
+        if suppressed:
+            text += f" [{suppressed} more since the last report, counted in /diagnostics]"
+        (self.get_logger().error if error else self.get_logger().warning)(text)
 
-    def publish_diagnostics(self) -> None:
-        snap = self.stats.snapshot()
-        kv = lambda k, v: KeyValue(key=str(k), value=str(v))  # noqa: E731
-        pipe = DiagnosticStatus(name="stereonet: pipeline", hardware_id=str(self.engine.device))
-        values = [kv("device", self.engine.device), kv("precision", self.engine.precision_name),
-                  kv("model", self.engine.describe()), kv("processed", snap["processed"]),
+    def _pipeline_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
+        kv = _kv
+        engine = self.engine
+        pipe = DiagnosticStatus(name="stereonet: pipeline", hardware_id=str(engine.device))
+        values = [kv("device", engine.device), kv("precision", engine.precision_name),
+                  kv("model", engine.describe()), kv("processed", snap["processed"]),
                   kv("output_rate_hz", f"{snap['rates'].get('output', 0.0):.2f}")]
         for topic in ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info"):
             values.append(kv(f"input_rate_hz {topic}", f"{snap['rates'].get(topic, 0.0):.2f}"))
@@ -310,46 +387,112 @@ class StereoNetNode(Node):
         drops = snap["drops"]
         for reason in DROP_REASONS:
             values.append(kv(f"dropped {reason}", drops.get(reason, 0)))
-        values.append(kv("dropped total", sum(drops.values())))
-        for name, n in snap["events"].items():
-            values.append(kv(f"event {name}", n))
+        total = sum(drops.values())
+        values.append(kv("dropped total", total))
+        for name in EVENTS:
+            values.append(kv(f"event {name}", snap["events"].get(name, 0)))
         for stage, (mean, p50, p95) in sorted(snap["latency_ms"].items()):
             values.append(kv(f"latency_ms {stage}", f"mean {mean:.2f} p50 {p50:.2f} p95 {p95:.2f}"))
         for reason, text in snap["last_error"].items():
             values.append(kv(f"last {reason}", text[:300]))
         pipe.values = values
-        recent = sum(drops.values()) - getattr(self, "_drops_reported", 0)
-        self._drops_reported = sum(drops.values())
-        if recent:
-            pipe.level, pipe.message = DiagnosticStatus.WARN, f"{recent} frame(s) dropped since last report"
+        # Level from what happened since the previous report: input faults with nothing
+        # processed is an error (no output at all); any drop is a warning (overload included).
+        new_drops = {r: n - self._last_drops.get(r, 0) for r, n in drops.items() if n > self._last_drops.get(r, 0)}
+        new_processed = snap["processed"] - self._processed_reported
+        self._last_drops, self._processed_reported = dict(drops), snap["processed"]
+        self._drops_reported = total
+        faults = {r: n for r, n in new_drops.items() if r not in ("overrun", "unpaired")}
+        if faults and new_processed == 0:
+            pipe.level = DiagnosticStatus.ERROR
+            pipe.message = "no output: every pair dropped (" + ", ".join(f"{r} {n}" for r, n in faults.items()) + ")"
+        elif new_drops:
+            pipe.level = DiagnosticStatus.WARN
+            pipe.message = (f"{sum(new_drops.values())} frame(s) dropped since last report ("
+                            + ", ".join(f"{r} {n}" for r, n in new_drops.items()) + ")")
         else:
             pipe.level, pipe.message = DiagnosticStatus.OK, "ok"
+        return pipe
+
+    def _camera_status_msg(self) -> DiagnosticStatus:
         cam = DiagnosticStatus(name="stereonet: camera_info", hardware_id=str(self.engine.device))
-        level, text = self._camera_status
+        linfo, rinfo = self._infos["left"][0], self._infos["right"][0]
+        level, text, values = camera_info_report(linfo, rinfo, self._image_size)
+        timeout = self.values["camera_info_timeout"]
+        now = time.monotonic()
+        for side in ("left", "right"):
+            msg, t = self._infos[side]
+            if msg is not None:
+                age = now - t
+                values[f"age_s {side}"] = f"{age:.2f}"
+                if timeout > 0 and age > timeout:
+                    level, text = 2, f"{side}/camera_info is stale ({age:.1f} s old); " + text
+        # What the last frame found (e.g. a FrameError) matters when the report is fine.
+        flevel, ftext = self._camera_status
+        if flevel > level and linfo is not None:
+            level, text = flevel, ftext
         cam.level = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)[level]
-        cam.message = text
-        linfo = self._infos["left"][0]
-        if linfo is not None:
-            p = list(linfo.p)
-            cam.values = [kv("resolution", f"{linfo.width}x{linfo.height}"), kv("fx", p[0])]
-            rinfo = self._infos["right"][0]
-            if rinfo is not None and rinfo.p[0]:
-                cam.values.append(kv("baseline_m", f"{-rinfo.p[3] / rinfo.p[0]:.6f}"))
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [pipe, cam]
-        self.pub_diag.publish(arr)
+        cam.message = text[:500]
+        cam.values = [_kv(k, v) for k, v in values.items()]
+        return cam
+
+    def _device_status(self) -> DiagnosticStatus:
+        engine = self.engine
+        st = DiagnosticStatus(name="stereonet: device", hardware_id=str(engine.device))
+        requested = str(self.values["device"])
+        fallback = requested not in ("auto", "cpu") and engine.device.type == "cpu"
+        st.values = [_kv("requested", requested), _kv("device", engine.device),
+                     _kv("precision", engine.precision_name), _kv("input_scale", engine.input_scale),
+                     _kv("out_of_memory drops", self.stats.snapshot()["drops"].get("out_of_memory", 0))]
+        if fallback:
+            st.level, st.message = DiagnosticStatus.WARN, f"'{requested}' unavailable: running on the CPU"
+        else:
+            st.level, st.message = DiagnosticStatus.OK, f"{engine.device} {engine.precision_name}"
+        return st
+
+    def publish_diagnostics(self) -> None:
+        try:
+            snap = self.stats.snapshot()
+            arr = DiagnosticArray()
+            arr.header.stamp = self.get_clock().now().to_msg()
+            arr.status = [self._pipeline_status(snap), self._camera_status_msg(), self._device_status()]
+            self.pub_diag.publish(arr)
+        except Exception as exc:  # noqa: BLE001 - reporting must never take the node down
+            self._warn("diagnostics", f"/diagnostics not published: {type(exc).__name__}: {exc}")
 
     def shutdown(self) -> None:
+        """Stop the worker thread (idempotent); the frame in progress finishes first."""
+        worker = getattr(self, "_worker", None)
+        if worker is None:
+            return
         with self._slot_cv:
             self._running = False
+            self._slot = None
             self._slot_cv.notify_all()
-        self._worker.join(timeout=10.0)
+        worker.join(timeout=10.0)
+        if worker.is_alive():  # pragma: no cover - a frame stuck for 10 s
+            self.get_logger().error("inference thread did not stop within 10 s")
+
+    def destroy_node(self) -> None:
+        self.shutdown()
+        super().destroy_node()
+
+
+def _kv(key: Any, value: Any) -> KeyValue:
+    return KeyValue(key=str(key), value=str(value))
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    """Console entry point ``stereonet_node``; exit code 2 on a configuration error."""
-    rclpy.init(args=args)
+    """Console entry point ``stereonet_node``; exit code 2 on a configuration error.
+
+    SIGINT and SIGTERM (rclpy's handlers) end the spin; the worker is joined and 0 returned.
+    """
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
+        print(f"[FATAL] [stereonet]: cannot start: bad command line or parameters file: "
+              f"{type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
+        return 2
     node = None
     code = 0
     try:
@@ -366,8 +509,7 @@ def main(args: Optional[List[str]] = None) -> int:
         if node is not None:
             node.shutdown()
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        rclpy.try_shutdown()
     return code
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .engine import StereoEngine, left_right_consistent
 from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
                        geometry_from_projections, rectification_warnings)
-from .imageconv import ENCODINGS, ImageFormatError, image_to_numpy, to_rgb8, to_rgb_float
+from .imageconv import INPUT_ENCODINGS, ImageFormatError, image_to_numpy, to_rgb8, to_rgb_float
 
 
 class FrameError(Exception):
@@ -63,8 +63,9 @@ class FrameOutput:
 def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
     """Decode and cross-check two Image messages; raises FrameError."""
     for side, m in (("left", left), ("right", right)):
-        if m.encoding not in ENCODINGS:
-            raise FrameError("bad_encoding", f"{side} image: unsupported encoding '{m.encoding}'")
+        if m.encoding not in INPUT_ENCODINGS:
+            raise FrameError("bad_encoding", f"{side} image: unsupported encoding '{m.encoding}' "
+                                             f"(supported: {', '.join(INPUT_ENCODINGS)})")
     if left.encoding != right.encoding:
         raise FrameError("bad_encoding", f"left encoding '{left.encoding}' differs from right "
                                          f"'{right.encoding}'")
@@ -76,9 +77,7 @@ def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.nd
         try:
             out.append(image_to_numpy(m, max_pixels))
         except ImageFormatError as exc:
-            text = str(exc)
-            reason = "bad_size" if ("size" in text or "limit" in text) else "bad_data"
-            raise FrameError(reason, f"{side} image: {text}") from exc
+            raise FrameError(exc.reason, f"{side} image: {exc}") from exc
     return out[0], out[1]
 
 
@@ -88,18 +87,82 @@ def check_camera_info(linfo: Any, rinfo: Any, width: int, height: int) -> tuple[
     Returns the geometry and warnings (non-rectified camera_info, differing intrinsics).
     """
     for side, info in (("left", linfo), ("right", rinfo)):
+        # 0x0 is what an uncalibrated driver sends; the projection check below catches it.
         if (info.width, info.height) != (width, height) and (info.width or info.height):
             raise FrameError("bad_size", f"{side} camera_info is {info.width}x{info.height} but the "
                                          f"images are {width}x{height}")
     try:
         geom = geometry_from_projections(linfo.p, rinfo.p, width, height)
+        warns = rectification_warnings(linfo.d, linfo.r, rinfo.d, rinfo.r)
     except GeometryError as exc:
         raise FrameError("bad_geometry", str(exc)) from exc
-    warns = rectification_warnings(linfo.d, linfo.r, rinfo.d, rinfo.r)
-    pl, pr = np.asarray(linfo.p, float), np.asarray(rinfo.p, float)
-    if abs(pl[5] - pr[5]) > 1e-3 * pl[5] or abs(pl[6] - pr[6]) > 0.5:
-        warns.append(f"left/right rectified fy, cy disagree ({pl[5]:g},{pl[6]:g} vs {pr[5]:g},{pr[6]:g})")
+    except (TypeError, ValueError) as exc:  # malformed D/R arrays
+        raise FrameError("bad_geometry", f"camera_info D/R cannot be read: {exc}") from exc
+    warns += intrinsics_disagreement(linfo.p, rinfo.p)
     return geom, warns
+
+
+def intrinsics_disagreement(p_left: Any, p_right: Any) -> List[str]:
+    """Warnings when two rectified projections do not share fy and cy (not one rectified pair)."""
+    pl, pr = np.asarray(p_left, float).ravel(), np.asarray(p_right, float).ravel()
+    if pl.size != 12 or pr.size != 12:
+        return []
+    if not (abs(pl[5] - pr[5]) <= 1e-3 * abs(pl[5]) and abs(pl[6] - pr[6]) <= 0.5):
+        return [f"left/right rectified fy, cy disagree ({pl[5]:g},{pl[6]:g} vs {pr[5]:g},{pr[6]:g})"]
+    return []
+
+
+def camera_info_report(linfo: Any, rinfo: Any,
+                       image_size: Optional[Tuple[int, int]] = None) -> Tuple[int, str, Dict[str, str]]:
+    """Sanity of the current camera_info pair for /diagnostics, independent of any frame.
+
+    Returns (level 0 ok / 1 warn / 2 error, summary, key/values): resolution and whether it
+    matches the images (``image_size`` = (width, height) of the last pair), baseline sign
+    and magnitude, whether left/right intrinsics agree, rectification (D = 0, R = I).
+    """
+    if linfo is None or rinfo is None:
+        missing = " and ".join(s for s, m in (("left", linfo), ("right", rinfo)) if m is None)
+        return 2, f"no {missing} camera_info received", {}
+    kv: Dict[str, str] = {}
+    problems: List[Tuple[int, str]] = []
+    kv["resolution left"] = f"{linfo.width}x{linfo.height}"
+    kv["resolution right"] = f"{rinfo.width}x{rinfo.height}"
+    same = (linfo.width, linfo.height) == (rinfo.width, rinfo.height)
+    if not same:
+        problems.append((2, "left/right camera_info resolutions differ"))
+    if image_size is not None:
+        match = same and (linfo.width, linfo.height) in (tuple(image_size), (0, 0))
+        kv["resolution matches images"] = str(match)
+        if not match:
+            problems.append((2, f"camera_info resolution differs from the images "
+                                f"{image_size[0]}x{image_size[1]}"))
+    pl, pr = np.asarray(linfo.p, float).ravel(), np.asarray(rinfo.p, float).ravel()
+    if pl.size == 12 and pr.size == 12:
+        kv["fx left"], kv["fx right"] = f"{pl[0]:g}", f"{pr[0]:g}"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = float(-pr[3] / pr[0]) if pr[0] else float("nan")
+        kv["baseline_m"] = f"{b:.6f}"
+        kv["baseline sign"] = "positive" if b > 0 else "negative" if b < 0 else "zero/invalid"
+    try:
+        geometry_from_projections(linfo.p, rinfo.p, max(1, linfo.width), max(1, linfo.height))
+        kv["baseline plausible"] = "True"
+    except GeometryError as exc:
+        kv["baseline plausible"] = "False"
+        problems.append((2, str(exc)))
+    disagree = intrinsics_disagreement(linfo.p, rinfo.p)
+    kv["intrinsics agree"] = str(not disagree and pl.size == 12 and pr.size == 12
+                                 and abs(pl[0] - pr[0]) <= 1e-3 * abs(pl[0]))
+    problems += [(1, t) for t in disagree]
+    try:
+        rect = rectification_warnings(linfo.d, linfo.r, rinfo.d, rinfo.r)
+    except (TypeError, ValueError) as exc:
+        rect = [f"D/R unreadable: {exc}"]
+    kv["rectified"] = str(not rect)
+    problems += [(1, t) for t in rect]
+    if not problems:
+        return 0, "ok", kv
+    level = max(lv for lv, _ in problems)
+    return level, "; ".join(t for _, t in problems), kv
 
 
 def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,

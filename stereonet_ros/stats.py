@@ -28,9 +28,10 @@ DROP_REASONS: Dict[str, str] = {
 
 #: Noteworthy events that do not lose a frame.
 EVENTS: Dict[str, str] = {
-    "stamp_backwards": "stamp older than the previous pair (bag loop or clock jump); pairing restarted",
+    "stamp_backwards": "stamp older than the previous pair (bag loop or clock jump); old-timeline images discarded",
     "camera_info_warning": "camera_info looks non-rectified or left/right intrinsics disagree",
     "device_fallback": "CUDA requested but unavailable; running on the CPU",
+    "parameter_rejected": "a runtime parameter change was rejected (the old value stays in use)",
 }
 
 

@@ -97,6 +97,22 @@ class StereoPairer:
             del q[s]
         return len(old)
 
+    def discard_newer(self, side: int, t: int) -> int:
+        """Discard side ``side``'s (0 left, 1 right) waiting messages stamped after ``t``.
+
+        Called when that side's stamps jump back (bag loop): its waiting messages belong to
+        the old timeline and could otherwise wait forever, or pair with the wrong loop.
+        Returns how many; they are reported through ``on_discard``.
+        """
+        with self._lock:
+            q = self._q[side]
+            newer = [s for s in q if s > t]
+            for s in newer:
+                del q[s]
+        if newer:
+            self.on_discard(len(newer))
+        return len(newer)
+
     def reset(self) -> int:
         """Forget everything waiting (e.g. after stamps jumped back); returns how many."""
         with self._lock:
