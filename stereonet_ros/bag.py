@@ -1,0 +1,479 @@
+"""Stereo frames <-> ROS bags with the ``rosbags`` library (no ROS runtime needed).
+
+- ROS 2 bags are written and read in both storages, ``sqlite3`` and ``mcap``.
+- ROS 1 ``.bag`` files are read (``rosbags.highlevel.AnyReader``); their CameraInfo fields
+  (``D K R P``) are exposed under the ROS 2 names (``d k r p``) so ``pipeline.process_pair``
+  takes them unchanged.
+
+Deserialized messages are rosbags dataclasses with the ROS 2 field names (``msg.p``,
+``msg.header.stamp.sec/nanosec``, ``msg.data`` as a numpy uint8 array), which
+``pipeline.process_pair`` accepts directly.
+
+Ground-truth convention: a ``32FC1`` Image of DisparityImage-style disparity ``d`` in pixels
+of the left image (``x_l - x_r - (cx_l - cx_r)``), non-finite = unknown; ``16UC1`` is read
+KITTI-style (value / 256, 0 = unknown). Ground-truth depth is ``32FC1`` metres.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger("stereonet_ros.bag")
+
+STORAGES = ("sqlite3", "mcap")
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+DISPARITY = "stereo_msgs/msg/DisparityImage"
+CLOUD = "sensor_msgs/msg/PointCloud2"
+DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be read as requested (missing topics, wrong types, unreadable)."""
+
+
+@functools.lru_cache(maxsize=1)
+def typestore() -> Any:
+    """The rosbags typestore of the newest ROS 2 distro this rosbags knows.
+
+    Kilted first (the rclpy of this package), then older ones: sensor_msgs, stereo_msgs and
+    diagnostic_msgs have the same layout in every ROS 2 distro since Humble.
+    """
+    from rosbags.typesys import Stores, get_typestore
+    for name in ("ROS2_KILTED", "ROS2_JAZZY", "ROS2_HUMBLE"):
+        if hasattr(Stores, name):
+            store = get_typestore(getattr(Stores, name))
+            if DISPARITY in store.types and DIAGNOSTICS in store.types:
+                return store
+    raise BagError("this rosbags version has no ROS 2 typestore with stereo_msgs and diagnostic_msgs")
+
+
+def _t(name: str) -> Any:
+    return typestore().types[name]
+
+
+# ----------------------------------------------------------------------------- messages
+
+def stamp_ns(msg: Any) -> int:
+    """Header stamp of a (rosbags or rclpy) message in integer nanoseconds."""
+    s = msg.header.stamp
+    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+
+
+def make_header(stamp: int, frame_id: str) -> Any:
+    """std_msgs/Header for ``stamp`` in nanoseconds."""
+    sec, nsec = divmod(int(stamp), 1_000_000_000)
+    return _t("std_msgs/msg/Header")(stamp=_t("builtin_interfaces/msg/Time")(sec=sec, nanosec=nsec),
+                                     frame_id=frame_id)
+
+
+#: encoding -> (dtype, channels) for what this module writes.
+_WRITE_ENCODINGS = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3),
+                    "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+                    "32FC1": (np.float32, 1), "16UC1": (np.uint16, 1), "8UC1": (np.uint8, 1),
+                    "8UC3": (np.uint8, 3)}
+
+
+def make_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
+    """sensor_msgs/Image (rosbags) holding ``arr`` little-endian, rows unpadded.
+
+    An encoding this module does not know is written as raw bytes of ``arr`` (tests of
+    malformed input use it); its ``step`` is then the byte length of one row.
+    """
+    a = np.ascontiguousarray(arr)
+    if encoding in _WRITE_ENCODINGS:
+        dtype, ch = _WRITE_ENCODINGS[encoding]
+        a = np.ascontiguousarray(arr, dtype=dtype)
+        if (ch == 1 and a.ndim != 2) or (ch > 1 and (a.ndim != 3 or a.shape[2] != ch)):
+            raise ValueError(f"array of shape {a.shape} does not fit encoding '{encoding}'")
+    h, w = a.shape[:2]
+    data = a.view(np.uint8).reshape(-1)
+    return _t(IMAGE)(header=make_header(stamp, frame_id), height=h, width=w, encoding=encoding,
+                     is_bigendian=0, step=data.size // max(h, 1), data=data)
+
+
+def make_camera_info(width: int, height: int, fx: float, baseline: float, cx: Optional[float] = None,
+                     cy: Optional[float] = None, fy: Optional[float] = None, right: bool = False,
+                     cx_right: Optional[float] = None, stamp: int = 0, frame_id: str = "left_optical") -> Any:
+    """Rectified sensor_msgs/CameraInfo of one eye (D = 0, R = I).
+
+    ``baseline`` in metres; the right eye gets ``P[0,3] = -fx * baseline`` and principal
+    point ``cx_right`` (default ``cx``), so DisparityImage d = x_l - x_r - (cx - cx_right).
+    """
+    cx = (width - 1) / 2.0 if cx is None else float(cx)
+    cy = (height - 1) / 2.0 if cy is None else float(cy)
+    fy = float(fx) if fy is None else float(fy)
+    c = (cx if cx_right is None else float(cx_right)) if right else cx
+    tx = -float(fx) * float(baseline) if right else 0.0
+    roi = _t("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return _t(CAMERA_INFO)(
+        header=make_header(stamp, frame_id), height=int(height), width=int(width),
+        distortion_model="plumb_bob", d=np.zeros(5), k=np.array([fx, 0, c, 0, fy, cy, 0, 0, 1], float),
+        r=np.eye(3).reshape(-1), p=np.array([fx, 0, c, tx, 0, fy, cy, 0, 0, 0, 1, 0], float),
+        binning_x=0, binning_y=0, roi=roi)
+
+
+def make_disparity(disp: np.ndarray, stamp: int, frame_id: str, f: float, t: float,
+                   min_disparity: float, max_disparity: float, delta_d: float) -> Any:
+    """stereo_msgs/DisparityImage (rosbags) like ``messages.make_disparity`` builds for rclpy."""
+    h, w = disp.shape
+    roi = _t("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=h, width=w, do_rectify=False)
+    return _t(DISPARITY)(header=make_header(stamp, frame_id),
+                         image=make_image(disp.astype(np.float32), "32FC1", stamp, frame_id),
+                         f=float(f), t=float(t), valid_window=roi, min_disparity=float(min_disparity),
+                         max_disparity=float(max_disparity), delta_d=float(delta_d))
+
+
+def make_cloud(points: np.ndarray, stamp: int, frame_id: str, rgb8: Optional[np.ndarray] = None) -> Any:
+    """Organized sensor_msgs/PointCloud2 (rosbags): float32 x y z [rgb], NaN = invalid.
+
+    Same layout as ``messages.make_cloud`` (organized), so ``cloud_to_numpy`` decodes both.
+    """
+    h, w = points.shape[:2]
+    n = 4 if rgb8 is not None else 3
+    buf = np.empty((h, w, n), np.float32)
+    buf[..., :3] = points
+    if rgb8 is not None:
+        c = rgb8.astype(np.uint32)
+        buf[..., 3] = ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
+    pf = _t("sensor_msgs/msg/PointField")
+    fields = [pf(name=name, offset=4 * i, datatype=7, count=1)  # 7 = FLOAT32
+              for i, name in enumerate(["x", "y", "z", "rgb"][:n])]
+    return _t(CLOUD)(header=make_header(stamp, frame_id), height=h, width=w, fields=fields,
+                     is_bigendian=False, point_step=4 * n, row_step=4 * n * w,
+                     data=buf.view(np.uint8).reshape(-1), is_dense=False)
+
+
+def cloud_to_numpy(msg: Any) -> np.ndarray:
+    """(H, W, fields) float32 of a cloud of float32 fields (rosbags or rclpy message)."""
+    data = np.asarray(msg.data, dtype=np.uint8)  # numpy (rosbags) or array('B') (rclpy)
+    return data.view(np.float32).reshape(msg.height, msg.width, msg.point_step // 4)
+
+
+def gt_disparity_from_image(msg: Any) -> np.ndarray:
+    """Ground-truth disparity (H, W) float32 pixels, NaN = unknown, from a 32FC1/16UC1 Image.
+
+    Raises ``ValueError`` for another encoding or an inconsistent size.
+    """
+    from .imageconv import ImageFormatError, image_to_numpy
+    if msg.encoding not in ("32FC1", "16UC1"):
+        raise ValueError(f"ground truth encoding '{msg.encoding}' is not 32FC1 (or KITTI-style 16UC1)")
+    try:
+        arr = image_to_numpy(msg)
+    except ImageFormatError as exc:
+        raise ValueError(f"ground truth image: {exc}") from exc
+    if msg.encoding == "16UC1":  # KITTI: disparity * 256, 0 = no measurement
+        return np.where(arr > 0, arr.astype(np.float32) / 256.0, np.float32(np.nan))
+    return np.array(arr, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- writing
+
+class BagWriter:
+    """Writes ROS 2 bags (``storage`` 'sqlite3' or 'mcap'); a context manager.
+
+    Topics are added on first use with the message's type. ``write`` takes a rosbags
+    message and the receive time in nanoseconds (the bag's log time, used for replay).
+    """
+
+    def __init__(self, path: str | Path, storage: str = "sqlite3", version: int = 8) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        if storage not in STORAGES:
+            raise ValueError(f"storage '{storage}' is not one of {', '.join(STORAGES)}")
+        self.path = Path(path)
+        # version 8 is what Humble..Kilted's rosbag2 reads; 9 only adds fields they ignore.
+        self._writer = Writer(self.path, version=version,
+                              storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        self._conns: Dict[str, Any] = {}
+        self.counts: Counter = Counter()
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None  # type: ignore[assignment]
+
+    def write(self, topic: str, msg: Any, time_ns: int) -> None:
+        """Serialize ``msg`` (its type from its class) and store it at log time ``time_ns``."""
+        msgtype = msg.__msgtype__
+        conn = self._conns.get(topic)
+        if conn is None:
+            conn = self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+        elif conn.msgtype != msgtype:
+            raise BagError(f"topic '{topic}' is {conn.msgtype}, cannot write a {msgtype}")
+        self._writer.write(conn, int(time_ns), typestore().serialize_cdr(msg, msgtype))
+        self.counts[topic] += 1
+
+
+@dataclass
+class StereoTopics:
+    """Topic names of a stereo recording (ground truth topics are optional)."""
+
+    left: str = "/left/image_rect"
+    right: str = "/right/image_rect"
+    left_info: str = "/left/camera_info"
+    right_info: str = "/right/camera_info"
+    gt_disparity: Optional[str] = "/gt/disparity"
+    gt_depth: Optional[str] = "/gt/depth"
+
+    @property
+    def required(self) -> Tuple[str, str, str, str]:
+        return (self.left, self.right, self.left_info, self.right_info)
+
+
+def write_stereo_frame(writer: BagWriter, topics: StereoTopics, stamp: int, left: np.ndarray,
+                       right: np.ndarray, encoding: str, left_info: Any, right_info: Any,
+                       gt_disparity: Optional[np.ndarray] = None, gt_depth: Optional[np.ndarray] = None,
+                       frame_id: str = "left_optical", right_frame_id: str = "right_optical") -> None:
+    """Write one stereo frame, every message stamped ``stamp`` ns (= its log time).
+
+    The camera_infos are restamped to ``stamp``. Ground truth goes to the gt topics when given.
+    """
+    left_info.header = make_header(stamp, frame_id)
+    right_info.header = make_header(stamp, right_frame_id)
+    writer.write(topics.left_info, left_info, stamp)
+    writer.write(topics.right_info, right_info, stamp)
+    if gt_disparity is not None and topics.gt_disparity:
+        writer.write(topics.gt_disparity, make_image(gt_disparity.astype(np.float32), "32FC1", stamp, frame_id), stamp)
+    if gt_depth is not None and topics.gt_depth:
+        writer.write(topics.gt_depth, make_image(gt_depth.astype(np.float32), "32FC1", stamp, frame_id), stamp)
+    writer.write(topics.left, make_image(left, encoding, stamp, frame_id), stamp)
+    writer.write(topics.right, make_image(right, encoding, stamp, right_frame_id), stamp)
+
+
+# ----------------------------------------------------------------------------- reading
+
+@dataclass
+class StereoFrame:
+    """One left/right pair of a bag with the camera_infos and ground truth that go with it."""
+
+    index: int                   # 0-based pair index in stamp order of completion
+    stamp: int                   # header stamp, ns
+    left: Any                    # sensor_msgs/Image (rosbags)
+    right: Any
+    left_info: Any               # sensor_msgs/CameraInfo (ROS 2 field names) or None
+    right_info: Any
+    gt_disparity: Optional[np.ndarray] = None   # (H, W) float32 px, NaN unknown
+    gt_depth: Optional[np.ndarray] = None       # (H, W) float32 m, NaN unknown
+    problems: List[str] = field(default_factory=list)  # e.g. unreadable ground truth
+
+
+@dataclass
+class PairingReport:
+    """What ``read_stereo_frames`` saw; complete once the iterator is exhausted."""
+
+    topics_in_bag: Dict[str, str] = field(default_factory=dict)   # topic -> type
+    left_images: int = 0
+    right_images: int = 0
+    pairs: int = 0
+    unpaired_left: int = 0
+    unpaired_right: int = 0
+    missing_camera_info: int = 0   # pairs with no camera_info on a side
+    gt_frames: int = 0
+    gt_problems: int = 0
+
+    def warnings(self) -> List[str]:
+        out = []
+        if self.left_images != self.right_images or self.unpaired_left or self.unpaired_right:
+            out.append(f"left/right mismatch: {self.left_images} left and {self.right_images} right images, "
+                       f"{self.pairs} pairs; {self.unpaired_left} left and {self.unpaired_right} right "
+                       "images without a partner of the same stamp were skipped")
+        if self.missing_camera_info:
+            out.append(f"{self.missing_camera_info} pair(s) without a camera_info on one side")
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dict(self.__dict__)
+        d["warnings"] = self.warnings()
+        return d
+
+
+class _Ros1CameraInfo(SimpleNamespace):
+    """A ROS 1 CameraInfo seen with the ROS 2 field names."""
+
+
+def _ros2_camera_info(msg: Any) -> Any:
+    if hasattr(msg, "p"):
+        return msg
+    return _Ros1CameraInfo(header=msg.header, height=msg.height, width=msg.width,
+                           distortion_model=msg.distortion_model, d=msg.D, k=msg.K, r=msg.R, p=msg.P,
+                           binning_x=msg.binning_x, binning_y=msg.binning_y, roi=msg.roi)
+
+
+def open_bag(path: str | Path) -> Any:
+    """An opened ``AnyReader`` for a ROS 2 bag folder/file or a ROS 1 ``.bag``."""
+    from rosbags.highlevel import AnyReader, AnyReaderError
+    p = Path(path)
+    if not p.exists():
+        raise BagError(f"bag '{p}' does not exist")
+    if p.is_file() and p.suffix in (".db3", ".mcap"):
+        p = p.parent  # a ROS 2 bag is its folder (metadata.yaml + storage files)
+    try:
+        reader = AnyReader([p], default_typestore=typestore())
+        reader.open()
+    except (AnyReaderError, Exception) as exc:
+        raise BagError(f"cannot open bag '{path}': {exc}") from exc
+    return reader
+
+
+def bag_topics(reader: Any) -> Dict[str, str]:
+    """topic -> message type of an opened reader."""
+    return {c.topic: c.msgtype for c in reader.connections}
+
+
+def _check_topics(have: Dict[str, str], topics: StereoTopics) -> None:
+    wanted = {topics.left: IMAGE, topics.right: IMAGE, topics.left_info: CAMERA_INFO, topics.right_info: CAMERA_INFO}
+    missing = [t for t in wanted if t not in have]
+    wrong = [f"{t} is {have[t]}, expected {ty}" for t, ty in wanted.items() if t in have and have[t] != ty]
+    if missing or wrong:
+        listing = "\n".join(f"  {t}  [{ty}]" for t, ty in sorted(have.items())) or "  (none)"
+        problem = (f"requested topic(s) missing: {', '.join(missing)}" if missing else "") + \
+                  ("; " if missing and wrong else "") + "; ".join(wrong)
+        raise BagError(f"{problem}\nthe bag has these topics:\n{listing}")
+
+
+def _load_infos(reader: Any, conns: Dict[str, List[Any]], topic: str) -> List[Tuple[int, Any]]:
+    """All camera_infos of a topic as (stamp ns, message) sorted by stamp."""
+    out = []
+    for conn, _t_ns, raw in reader.messages(connections=conns.get(topic, [])):
+        msg = _ros2_camera_info(reader.deserialize(raw, conn.msgtype))
+        out.append((stamp_ns(msg), msg))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def _info_at(infos: List[Tuple[int, Any]], stamp: int) -> Any:
+    """The newest camera_info stamped at or before ``stamp`` (else the first one, or None)."""
+    if not infos:
+        return None
+    stamps = [s for s, _ in infos]
+    i = int(np.searchsorted(stamps, stamp, side="right")) - 1
+    return infos[max(i, 0)][1]
+
+
+def read_stereo_frames(path: str | Path, topics: Optional[StereoTopics] = None,
+                       report: Optional[PairingReport] = None, queue_size: int = 64,
+                       limit: Optional[int] = None) -> Iterator[StereoFrame]:
+    """Iterate the stereo pairs of a bag: left/right paired by *exact* header stamp.
+
+    Each pair carries the latest camera_info per side stamped at or before it (camera_infos
+    are loaded first, so their order in the bag does not matter) and the ground truth with
+    the same stamp when the gt topics exist. Raises ``BagError`` listing the bag's topics
+    when a required one is missing. Images without a partner are counted in ``report``
+    (``unpaired_left/right``); up to ``queue_size`` per side wait for one, so memory stays
+    bounded when a side is missing altogether. Unreadable ground truth is noted in the
+    frame's ``problems`` and the frame is still yielded.
+    """
+    topics = topics or StereoTopics()
+    report = report if report is not None else PairingReport()
+    reader = open_bag(path)
+    try:
+        have = bag_topics(reader)
+        report.topics_in_bag = dict(have)
+        _check_topics(have, topics)
+        conns: Dict[str, List[Any]] = {}
+        for c in reader.connections:
+            conns.setdefault(c.topic, []).append(c)
+        infos = {"left": _load_infos(reader, conns, topics.left_info),
+                 "right": _load_infos(reader, conns, topics.right_info)}
+        gt_topics = {k: t for k, t in (("disp", topics.gt_disparity), ("depth", topics.gt_depth))
+                     if t and t in have}
+        # Pass 1 over gt: which stamps have ground truth (so a pair waits for its gt).
+        gt_stamps: Dict[str, set] = {k: set() for k in gt_topics}
+        for kind, t in gt_topics.items():
+            for conn, _t_ns, raw in reader.messages(connections=conns[t]):
+                gt_stamps[kind].add(stamp_ns(reader.deserialize(raw, conn.msgtype)))
+        yield from _pair_stream(reader, conns, topics, gt_topics, gt_stamps, infos, report, queue_size, limit)
+    finally:
+        reader.close()
+
+
+def _pair_stream(reader: Any, conns: Dict[str, List[Any]], topics: StereoTopics, gt_topics: Dict[str, str],
+                 gt_stamps: Dict[str, set], infos: Dict[str, List[Tuple[int, Any]]], report: PairingReport,
+                 queue_size: int, limit: Optional[int]) -> Iterator[StereoFrame]:
+    role = {topics.left: "left", topics.right: "right"}
+    role.update({t: k for k, t in gt_topics.items()})
+    selected = [c for t in role for c in conns.get(t, [])]
+    pending: Dict[str, "OrderedDict[int, Any]"] = {k: OrderedDict() for k in ("left", "right", "disp", "depth")}
+    emitted = 0
+
+    def complete(stamp: int) -> bool:
+        if stamp not in pending["left"] or stamp not in pending["right"]:
+            return False
+        return all(stamp in pending[k] for k in gt_topics if stamp in gt_stamps[k])
+
+    for conn, _t_ns, raw in reader.messages(connections=selected):
+        kind = role[conn.topic]
+        msg = reader.deserialize(raw, conn.msgtype)
+        s = stamp_ns(msg)
+        if kind == "left":
+            report.left_images += 1
+        elif kind == "right":
+            report.right_images += 1
+        q = pending[kind]
+        q[s] = msg
+        if len(q) > queue_size:  # oldest can no longer pair: count it and forget it
+            q.popitem(last=False)
+            if kind in ("left", "right"):
+                setattr(report, f"unpaired_{kind}", getattr(report, f"unpaired_{kind}") + 1)
+        if not complete(s):
+            continue
+        frame = _make_frame(emitted, s, pending, infos, report)
+        emitted += 1
+        yield frame
+        if limit is not None and emitted >= limit:
+            return
+    report.unpaired_left += len(pending["left"])
+    report.unpaired_right += len(pending["right"])
+
+
+def _make_frame(index: int, s: int, pending: Dict[str, "OrderedDict[int, Any]"],
+                infos: Dict[str, List[Tuple[int, Any]]], report: PairingReport) -> StereoFrame:
+    left, right = pending["left"].pop(s), pending["right"].pop(s)
+    frame = StereoFrame(index, s, left, right, _info_at(infos["left"], s), _info_at(infos["right"], s))
+    report.pairs += 1
+    if frame.left_info is None or frame.right_info is None:
+        report.missing_camera_info += 1
+    if s in pending["disp"]:
+        try:
+            frame.gt_disparity = gt_disparity_from_image(pending["disp"].pop(s))
+        except ValueError as exc:
+            frame.problems.append(str(exc))
+            report.gt_problems += 1
+    if s in pending["depth"]:
+        m = pending["depth"].pop(s)
+        if m.encoding == "32FC1":
+            from .imageconv import image_to_numpy
+            frame.gt_depth = np.array(image_to_numpy(m), dtype=np.float32)
+        else:
+            frame.problems.append(f"ground truth depth encoding '{m.encoding}' is not 32FC1")
+            report.gt_problems += 1
+    if frame.gt_disparity is not None or frame.gt_depth is not None:
+        report.gt_frames += 1
+    return frame
+
+
+def read_messages(path: str | Path, topics: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, int, Any]]:
+    """(topic, log time ns, deserialized message) of a bag in log-time order (tests, tools)."""
+    reader = open_bag(path)
+    try:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        if not conns:  # rosbags reads *every* connection when given none
+            return
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            yield conn.topic, t_ns, reader.deserialize(raw, conn.msgtype)
+    finally:
+        reader.close()
