@@ -1,0 +1,181 @@
+"""Re-measure the numbers of the model card.
+
+    python -m training.measure --checkpoint stereonet_ros/weights/stereonet_default.pt [--json out.json]
+
+1. Synthetic validation: scenes ``val_seed_base + i`` (never used for training, whose seeds
+   are 0 .. train_size-1) rendered at ``--synthetic-size``; metrics over gt < max_disparity.
+2. Held-out real photographs: ``skimage.data.stereo_motorcycle()`` (Middlebury 2014
+   Motorcycle, 741x500, gt 7-60 px, inf = unknown), StereoNet vs OpenCV StereoSGBM with
+   fixed, generic parameters (numDisparities = the model's range rounded up to 16). SGBM's
+   invalid pixels count as errors (``stereonet_ros.metrics`` rule, density reported); its
+   accuracy on its own valid pixels is printed too.
+3. CPU latency: median ms of a 640x480 forward (``torch.inference_mode``, current threads).
+
+All errors in pixels of the evaluated resolution. Nothing here is tuned on the motorcycle.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
+from stereonet_ros.metrics import disparity_metrics, mean_metrics
+
+KEYS = ("epe", "d1", "bad0.5", "bad1", "bad2", "bad4", "density")
+
+
+def predict(ck: LoadedCheckpoint, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Disparity (H, W) in pixels for float RGB [0, 1] (H, W, 3) images; pads (replicate) to
+    a multiple of 2^k at the bottom/right and crops back."""
+    model = ck.model.eval()
+    c = ck.config.in_channels
+    mean = torch.tensor(ck.normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(ck.normalization.std).view(1, -1, 1, 1)
+
+    def prep(img: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(img, np.float32)).permute(2, 0, 1)[None]
+        if c == 1 and t.shape[1] == 3:
+            t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return (t - mean) / std
+
+    lt, rt = prep(left), prep(right)
+    h, w = lt.shape[-2:]
+    div = 2 ** ck.config.k
+    ph, pw = (-h) % div, (-w) % div
+    if ph or pw:
+        lt = F.pad(lt, (0, pw, 0, ph), mode="replicate")
+        rt = F.pad(rt, (0, pw, 0, ph), mode="replicate")
+    with torch.inference_mode():
+        d = model(lt, rt)["disparity"][0, 0, :h, :w]
+    return d.float().numpy()
+
+
+def sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int, block_size: int = 5) -> np.ndarray:
+    """OpenCV StereoSGBM with standard parameters (OpenCV sample values); invalid -> NaN."""
+    nd = int(np.ceil(num_disparities / 16.0) * 16)
+    cn = 3
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=0, numDisparities=nd, blockSize=block_size,
+        P1=8 * cn * block_size ** 2, P2=32 * cn * block_size ** 2, disp12MaxDiff=1,
+        uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, preFilterCap=63,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+    l8 = (np.clip(left, 0, 1) * 255).astype(np.uint8)[..., ::-1]
+    r8 = (np.clip(right, 0, 1) * 255).astype(np.uint8)[..., ::-1]
+    d = matcher.compute(np.ascontiguousarray(l8), np.ascontiguousarray(r8)).astype(np.float32) / 16.0
+    d[d < 0] = np.nan
+    return d
+
+
+def synthetic_val(ck: LoadedCheckpoint, n: int, seed_base: int, size: Tuple[int, int]) -> Dict[str, float]:
+    from .synthetic import SyntheticConfig, render_scene
+
+    cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=float(ck.config.max_disparity))
+    frames = []
+    for i in range(n):
+        s = render_scene(seed_base + i, cfg)
+        pred = predict(ck, s["left"], s["right"])
+        frames.append(disparity_metrics(pred, s["disp"], max_disparity=ck.config.max_disparity))
+    return mean_metrics(frames)
+
+
+def motorcycle(ck: LoadedCheckpoint, sgbm_ranges: Tuple[int, ...] = (64,)) -> Dict[str, Dict[str, float]]:
+    """StereoNet vs SGBM at each ``sgbm_ranges`` numDisparities (64 = just covers the
+    motorcycle's 7-60 px gt, the strongest SGBM setting; the model's own range is added)."""
+    import skimage.data
+
+    l8, r8, gt = skimage.data.stereo_motorcycle()
+    left, right = l8.astype(np.float32) / 255.0, r8.astype(np.float32) / 255.0
+    gt = gt.astype(np.float32)
+    maxd = ck.config.max_disparity
+    t = time.perf_counter()
+    pred = predict(ck, left, right)
+    t_net = time.perf_counter() - t
+    out = {"stereonet": disparity_metrics(pred, gt, max_disparity=maxd)}
+    out["stereonet"]["seconds"] = t_net
+    for nd in sorted(set(tuple(sgbm_ranges) + (maxd,))):
+        t = time.perf_counter()
+        sg = sgbm(left, right, nd)
+        t_sgbm = time.perf_counter() - t
+        out[f"sgbm{nd}"] = disparity_metrics(sg, gt, max_disparity=maxd)
+        out[f"sgbm{nd}"]["seconds"] = t_sgbm
+        # SGBM scored on its own valid pixels only (ignores its holes; for reference).
+        out[f"sgbm{nd}_valid_only"] = disparity_metrics(sg, np.where(np.isfinite(sg), gt, np.nan),
+                                                        max_disparity=maxd)
+    return out
+
+
+def latency_ms(ck: LoadedCheckpoint, height: int = 480, width: int = 640, runs: int = 5) -> float:
+    model = ck.model.eval()
+    c = ck.config.in_channels
+    x = torch.rand(1, c, height, width)
+    y = torch.rand(1, c, height, width)
+    times = []
+    with torch.inference_mode():
+        model(x, y)  # warm-up (allocator, oneDNN primitive cache)
+        for _ in range(runs):
+            t = time.perf_counter()
+            model(x, y)
+            times.append(time.perf_counter() - t)
+    return 1000.0 * float(np.median(times))
+
+
+def _row(name: str, m: Dict[str, float]) -> str:
+    vals = "".join(f"{m.get(k, float('nan')):>9.3f}" for k in KEYS)
+    return f"{name:<28}{vals}"
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="weights file or Lightning .ckpt (default: bundled)")
+    p.add_argument("--synthetic-count", type=int, default=64)
+    p.add_argument("--synthetic-seed-base", type=int, default=1_000_000_000)
+    p.add_argument("--synthetic-size", default="192x384", help="HxW of synthetic val scenes")
+    p.add_argument("--sgbm-ranges", default="64", help="comma-separated SGBM numDisparities "
+                   "(the model's max_disparity is always added)")
+    p.add_argument("--latency-runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ck = load_checkpoint(a.checkpoint)
+    h, w = (int(v) for v in a.synthetic_size.lower().split("x"))
+    res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(),
+                           "torch_threads": torch.get_num_threads()}
+    if a.synthetic_count > 0:
+        res["synthetic_val"] = synthetic_val(ck, a.synthetic_count, a.synthetic_seed_base, (h, w))
+    res["motorcycle"] = motorcycle(ck, tuple(int(v) for v in a.sgbm_ranges.split(",") if v))
+    if a.latency_runs > 0:
+        res["cpu_ms_640x480"] = latency_ms(ck, runs=a.latency_runs)
+    print(f"checkpoint: {ck.path}  config: {ck.config.to_dict()}")
+    print(f"{'':<28}" + "".join(f"{k:>9}" for k in KEYS))
+    if "synthetic_val" in res:
+        print(_row(f"synthetic val ({a.synthetic_count} @{h}x{w})", res["synthetic_val"]))
+    mc = res["motorcycle"]
+    print(_row("motorcycle StereoNet", mc["stereonet"]))
+    for key in mc:
+        if key.startswith("sgbm") and not key.endswith("_valid_only"):
+            nd = key[4:]
+            print(_row(f"motorcycle SGBM-{nd}", mc[key]))
+            print(_row(f"  (SGBM-{nd}, own valid px)", mc[key + "_valid_only"]))
+    print("(EPE in px; D1, bad-N, density in %; invalid predictions count as errors)")
+    if "cpu_ms_640x480" in res:
+        sg = ", ".join(f"SGBM-{k[4:]} {1000 * v['seconds']:.0f} ms" for k, v in mc.items()
+                       if k.startswith("sgbm") and "seconds" in v)
+        print(f"CPU forward 640x480: {res['cpu_ms_640x480']:.0f} ms ({res['torch_threads']} threads); "
+              f"motorcycle 741x500: StereoNet {1000 * mc['stereonet']['seconds']:.0f} ms, {sg}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""LightningModule around ``stereonet_ros.model.StereoNet`` (the network is never redefined).
+
+Training supervises every level of the left AND right disparity pyramids (paper Sec. 3.4):
+each level (full-resolution pixels already) is bilinearly upsampled to the ground truth's
+size and compared with Barron's robust loss, over valid ground truth only (finite, >= 0,
+< max_disparity; KITTI's zeros are NaN after loading). Validation/test report the metrics of
+``stereonet_ros.metrics`` on the final disparity.
+
+Checkpoints carry ``checkpoint["stereonet"] = stereonet_ros.checkpoint.metadata(...)`` so the
+ROS node loads a Lightning checkpoint as is; hyper-parameters are plain numbers/strings/lists
+(the loader uses ``torch.load(weights_only=True)``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stereonet_ros.checkpoint import Normalization, metadata
+from stereonet_ros.metrics import disparity_metrics, mean_metrics
+from stereonet_ros.model import StereoNet, StereoNetConfig
+
+from .loss import robust_loss
+
+LOGGED_METRICS = ("epe", "d1", "bad0.5", "bad1", "bad2", "bad4")
+
+
+def valid_mask(gt: torch.Tensor, max_disparity: float, zero_is_invalid: bool = False) -> torch.Tensor:
+    """Ground-truth pixels that supervise: finite, >= 0 (> 0 for KITTI-style), < max_disparity."""
+    m = torch.isfinite(gt) & (gt >= 0) & (gt < max_disparity)
+    if zero_is_invalid:
+        m &= gt > 0
+    return m
+
+
+def pyramid_loss(levels: Sequence[torch.Tensor], gt: torch.Tensor, max_disparity: float,
+                 alpha: float = 1.0, c: float = 2.0, weights: Optional[Sequence[float]] = None,
+                 zero_is_invalid: bool = False) -> torch.Tensor:
+    """Sum over pyramid levels of the mean robust loss at ground-truth resolution.
+
+    ``levels``: (B,1,h_i,w_i) disparities in full-resolution pixels (no value rescaling when
+    upsampling). ``gt``: (B,1,H,W) pixels, invalid = non-finite. Returns a scalar; 0 (with a
+    graph) when no pixel is valid.
+    """
+    mask = valid_mask(gt, max_disparity, zero_is_invalid)
+    n = mask.sum()
+    gt0 = torch.where(mask, gt, torch.zeros_like(gt))
+    total = levels[0].new_zeros(())
+    for i, d in enumerate(levels):
+        if d.shape[-2:] != gt.shape[-2:]:
+            d = F.interpolate(d, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        rho = robust_loss(d - gt0, alpha, c)
+        lvl = (rho * mask).sum() / n.clamp(min=1)
+        total = total + (1.0 if weights is None else float(weights[i])) * lvl
+    return total
+
+
+def colorize(disp: np.ndarray, vmax: float) -> np.ndarray:
+    """(H,W) pixels -> (3,H,W) uint8 (turbo colour map; non-finite = black)."""
+    import cv2
+
+    d = np.nan_to_num(np.asarray(disp, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    u8 = np.clip(d / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    rgb = cv2.applyColorMap(u8, cv2.COLORMAP_TURBO)[..., ::-1]
+    rgb = np.where(np.isfinite(np.asarray(disp))[..., None], rgb, 0)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+class StereoNetModule(pl.LightningModule):
+    """Thin Lightning wrapper: ``self.model`` is a plain :class:`StereoNet`.
+
+    Args (all plain values, stored as hyper-parameters):
+        in_channels, k, max_disparity, features, refinement_levels: ``StereoNetConfig``
+            (max_disparity in full-resolution pixels, exclusive).
+        mean, std: input normalisation per channel on [0, 1] pixels (None = 0.5 / 0.25).
+        loss_alpha, loss_c: Barron loss shape and scale (pixels); paper: 1 and 2.
+        right_weight: weight of the right-view pyramid loss (0 disables the right pass).
+        level_weights: per-level loss weights coarse->fine (None = all 1).
+        zero_is_invalid: also mask gt == 0 (sparse KITTI-style maps loaded without NaN).
+        optimizer: 'rmsprop' | 'adam' | 'adamw' | 'sgd'; lr, weight_decay.
+        scheduler: 'exponential' | 'cosine' | 'none'; lr_gamma per ``scheduler_interval``
+            ('step' or 'epoch') for exponential; cosine anneals to lr*min_lr_ratio over
+            ``cosine_steps`` (steps).
+        num_log_images: validation samples sent to TensorBoard per epoch.
+    """
+
+    def __init__(self, in_channels: int = 3, k: int = 3, max_disparity: int = 192,
+                 features: int = 16, refinement_levels: Optional[int] = None,
+                 mean: Optional[List[float]] = None, std: Optional[List[float]] = None,
+                 loss_alpha: float = 1.0, loss_c: float = 2.0, right_weight: float = 1.0,
+                 level_weights: Optional[List[float]] = None, zero_is_invalid: bool = False,
+                 optimizer: str = "rmsprop", lr: float = 1e-3, weight_decay: float = 0.0,
+                 scheduler: str = "exponential", lr_gamma: float = 0.9998,
+                 scheduler_interval: str = "step", cosine_steps: int = 10000,
+                 min_lr_ratio: float = 0.05, num_log_images: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = StereoNetConfig(in_channels=in_channels, k=k, max_disparity=max_disparity,
+                                      features=features, refinement_levels=refinement_levels)
+        self.model = StereoNet(self.config)
+        default = Normalization()
+        self.normalization = Normalization(
+            mean=list(mean) if mean is not None else default.mean[:in_channels],
+            std=list(std) if std is not None else default.std[:in_channels])
+        if len(self.normalization.mean) != in_channels or len(self.normalization.std) != in_channels:
+            raise ValueError(f"mean/std need {in_channels} values, got {self.normalization.to_dict()}")
+        self.register_buffer("_mean", torch.tensor(self.normalization.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.normalization.std).view(1, -1, 1, 1), persistent=False)
+        self._val_frames: List[Dict[str, float]] = []
+        self._last_val: Dict[str, float] = {}
+
+    # ------------------------------------------------------------------ forward
+    def normalize(self, img: torch.Tensor) -> torch.Tensor:
+        return (img - self._mean) / self._std
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool = False) -> Dict[str, Any]:
+        """``left``/``right`` in [0, 1]; returns the StereoNet output dict."""
+        return self.model(self.normalize(left), self.normalize(right), with_right=with_right)
+
+    def compute_loss(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        hp = self.hparams
+        use_right = hp.right_weight > 0 and "disp_right" in batch
+        out = self(batch["left"], batch["right"], with_right=use_right)
+        kw = dict(max_disparity=float(hp.max_disparity), alpha=hp.loss_alpha, c=hp.loss_c,
+                  weights=hp.level_weights, zero_is_invalid=hp.zero_is_invalid)
+        loss_l = pyramid_loss(out["disparities"], batch["disp"], **kw)
+        losses = {"loss_left": loss_l, "loss": loss_l}
+        if use_right:
+            loss_r = pyramid_loss(out["right_disparities"], batch["disp_right"], **kw)
+            losses["loss_right"] = loss_r
+            losses["loss"] = loss_l + hp.right_weight * loss_r
+        losses["disparity"] = out["disparity"]
+        return losses
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.compute_loss(batch)
+        bs = batch["left"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log("train/loss_left", losses["loss_left"], batch_size=bs)
+        if "loss_right" in losses:
+            self.log("train/loss_right", losses["loss_right"], batch_size=bs)
+        with torch.no_grad():
+            pred, gt = losses["disparity"], batch["disp"]
+            m = valid_mask(gt, float(self.hparams.max_disparity), self.hparams.zero_is_invalid)
+            if m.any():
+                self.log("train/epe", (pred - gt)[m].abs().mean(), prog_bar=True, batch_size=bs)
+        return losses["loss"]
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: Dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        out = self(batch["left"], batch["right"])
+        pred = out["disparity"]
+        gt = batch["disp"]
+        for i in range(pred.shape[0]):
+            self._val_frames.append(disparity_metrics(
+                pred[i, 0], gt[i, 0], max_disparity=float(self.hparams.max_disparity),
+                zero_is_invalid=self.hparams.zero_is_invalid))
+        if batch_idx == 0:
+            self._log_images(batch, pred, stage)
+
+    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        m = mean_metrics(self._val_frames)
+        self._val_frames = []
+        if not m:
+            return
+        for key in LOGGED_METRICS:
+            if key in m and math.isfinite(m[key]):
+                self.log(f"{stage}/{key}", float(m[key]), prog_bar=key in ("epe", "d1"),
+                         sync_dist=True)
+        self._last_val = {k: float(v) for k, v in m.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def _log_images(self, batch: Dict[str, torch.Tensor], pred: torch.Tensor, stage: str) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        n = min(int(self.hparams.num_log_images), pred.shape[0])
+        loggers = [lg for lg in (self.loggers or []) if isinstance(lg, TensorBoardLogger)]
+        if not loggers or n <= 0 or self.trainer.sanity_checking:
+            return
+        vmax = float(self.hparams.max_disparity)
+        for i in range(n):
+            gt = batch["disp"][i, 0].float().cpu().numpy()
+            pd = pred[i, 0].float().cpu().numpy()
+            err = np.abs(pd - gt)
+            left = batch["left"][i].float().cpu().clamp(0, 1)
+            if left.shape[0] == 1:
+                left = left.repeat(3, 1, 1)
+            panels = {"left": (left.numpy() * 255).astype(np.uint8), "gt": colorize(gt, vmax),
+                      "prediction": colorize(pd, vmax), "error": colorize(err, 8.0)}  # error: 0..8 px
+            for lg in loggers:
+                for name, img in panels.items():
+                    lg.experiment.add_image(f"{stage}/{i}/{name}", img, self.global_step)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = self.model.parameters()
+        name = hp.optimizer.lower()
+        if name == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif name == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif name == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {hp.optimizer!r} (rmsprop, adam, adamw, sgd)")
+        sched_name = hp.scheduler.lower()
+        if sched_name == "none":
+            return opt
+        if sched_name == "exponential":
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_gamma)
+            interval = hp.scheduler_interval
+        elif sched_name == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=max(1, int(hp.cosine_steps)), eta_min=hp.lr * hp.min_lr_ratio)
+            interval = "step"
+        else:
+            raise ValueError(f"unknown scheduler {hp.scheduler!r} (exponential, cosine, none)")
+        if interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {interval!r}")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def export_info(self) -> Dict[str, Any]:
+        """Free-form, plain info stored in checkpoints / exported files."""
+        info: Dict[str, Any] = {"global_step": int(self.global_step)}
+        if self._last_val:
+            info["val"] = dict(self._last_val)
+        dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        if dm is not None and hasattr(dm, "describe"):
+            info["data"] = dm.describe()
+        return info
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["stereonet"] = metadata(self.config, self.normalization, self.export_info())
