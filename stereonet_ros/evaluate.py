@@ -1,0 +1,451 @@
+"""``stereonet-eval``: offline evaluation of StereoNet over a bag or a folder of pairs.
+
+No ROS runtime: frames are read with ``rosbags`` (``stereonet_ros.bag``) and go through the
+node's own per-frame code (``pipeline.process_pair``), so the numbers are the node's minus
+transport. Reports accuracy against ground truth (``stereonet_ros.metrics``), per-frame
+latency percentiles and throughput, failed frames by reason (keys of
+``stats.DROP_REASONS``), PNG figures, and optionally an output bag with DisparityImage,
+depth and PointCloud2.
+
+Examples::
+
+    stereonet-eval recording/ --checkpoint model.pt --out out/eval
+    stereonet-eval demo.mcap --input-scale 0.5 --output-bag out/eval/pred --storage mcap
+    stereonet-eval pairs/ --fx 721.5 --baseline 0.54   # pairs/left/*.png, pairs/right/*.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from . import bag
+from .metrics import disparity_metrics, mean_metrics
+from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair
+
+OUTPUT_TOPICS = {"disparity": "/stereonet/disparity", "depth": "/stereonet/depth", "points": "/stereonet/points2"}
+LATENCY_PERCENTILES = (50, 90, 95, 99)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def colorize(values: np.ndarray, valid: np.ndarray, lo: float, hi: float,
+             cmap: int = cv2.COLORMAP_TURBO) -> np.ndarray:
+    """bgr8 colour map of ``values`` over [lo, hi]; pixels not ``valid`` are black."""
+    scale = 255.0 / max(hi - lo, 1e-6)
+    v = np.clip((np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo) - lo) * scale, 0, 255).astype(np.uint8)
+    out = cv2.applyColorMap(v, cmap)
+    out[~valid] = 0
+    return out
+
+
+def render_cloud(points: np.ndarray, rgb8: Optional[np.ndarray], size: tuple[int, int] = (320, 240),
+                 yaw_deg: float = 30.0, pitch_deg: float = -20.0, splat: int = 2) -> np.ndarray:
+    """Perspective view (bgr8, ``size`` = (w, h)) of an (H, W, 3) cloud in the optical frame.
+
+    The cloud is rotated about its median point (yaw about y, pitch about x) and seen by a
+    virtual pinhole looking along +z from behind the original camera; a z-buffer by
+    painter's order (far points drawn first) keeps near surfaces on top. NaN points are
+    skipped; without colour, points are shaded by depth.
+    """
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    pts = points.reshape(-1, 3)
+    ok = np.all(np.isfinite(pts), axis=1)
+    if ok.sum() < 3:
+        cv2.putText(img, "no valid points", (10, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        return img
+    p = pts[ok].astype(np.float64)
+    centre = np.median(p, axis=0)
+    ya, pa = math.radians(yaw_deg), math.radians(pitch_deg)
+    ry = np.array([[math.cos(ya), 0, math.sin(ya)], [0, 1, 0], [-math.sin(ya), 0, math.cos(ya)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(pa), -math.sin(pa)], [0, math.sin(pa), math.cos(pa)]])
+    q = (p - centre) @ (rx @ ry).T
+    extent = np.percentile(np.abs(q[:, :2]), 98, axis=0).max() + 1e-6
+    q[:, 2] += 2.2 * extent  # step back until the bulk of the cloud fills ~90 % of the view
+    front = q[:, 2] > 1e-3
+    f = 0.45 * min(w, h) * 2.2
+    u = (f * q[front, 0] / q[front, 2] + w / 2).astype(np.int64)
+    v = (f * q[front, 1] / q[front, 2] + h / 2).astype(np.int64)
+    z = q[front, 2]
+    if rgb8 is not None:
+        col = rgb8.reshape(-1, 3)[ok][front][:, ::-1]
+    else:
+        zs = (z - z.min()) / max(float(np.ptp(z)), 1e-6)
+        col = cv2.applyColorMap((255 * (1 - zs)).astype(np.uint8).reshape(-1, 1), cv2.COLORMAP_TURBO).reshape(-1, 3)
+    order = np.argsort(-z)  # far first; numpy fancy assignment keeps the last write
+    u, v, col = u[order], v[order], col[order]
+    for dy in range(splat):
+        for dx in range(splat):
+            uu, vv = u + dx, v + dy
+            inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+            img[vv[inside], uu[inside]] = col[inside]
+    return img
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    out = img.copy()
+    cv2.putText(out, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def frame_panel(left_rgb8: np.ndarray, out: FrameOutput, gt: Optional[np.ndarray],
+                metrics: Optional[Dict[str, float]], error_scale_px: float = 5.0) -> Dict[str, np.ndarray]:
+    """The figures of one frame (bgr8 images): left, gt, prediction, error, cloud, panel.
+
+    Disparity colours share one scale (0 .. the searched maximum); the error map shows
+    |pred - gt| over [0, ``error_scale_px``] px, black where gt is unknown.
+    """
+    h, w = out.disparity.shape
+    lo, hi = 0.0, float(out.max_disparity)
+    figs = {"left": left_rgb8[..., ::-1].copy(),
+            "prediction": colorize(out.disparity, out.valid, lo, hi)}
+    if gt is not None:
+        gt_ok = np.isfinite(gt)
+        figs["gt"] = colorize(gt, gt_ok, lo, hi)
+        err = np.where(out.valid, np.abs(out.disparity - np.nan_to_num(gt)), np.abs(np.nan_to_num(gt)))
+        figs["error"] = colorize(err, gt_ok, 0.0, error_scale_px, cv2.COLORMAP_INFERNO)
+    else:
+        blank = np.zeros((h, w, 3), np.uint8)
+        figs["gt"], figs["error"] = _label(blank, "no ground truth"), blank
+    if out.points is not None:
+        figs["cloud"] = render_cloud(out.points, out.rgb8, (w, h))
+    else:
+        figs["cloud"] = _label(np.zeros((h, w, 3), np.uint8), "points disabled")
+    text = "no gt" if not metrics else f"EPE {metrics['epe']:.2f}px bad2 {metrics['bad2']:.1f}%"
+    tiles = [_label(figs["left"], "left"), _label(figs["gt"], "ground truth"),
+             _label(figs["prediction"], "prediction"),
+             _label(figs["error"], f"|error| 0-{error_scale_px:g}px  {text}"),
+             _label(cv2.resize(figs["cloud"], (w, h)), "point cloud"),
+             _label(colorize(out.confidence, np.ones((h, w), bool), 0, 1, cv2.COLORMAP_VIRIDIS)
+                    if out.confidence is not None else np.zeros((h, w, 3), np.uint8), "confidence")]
+    figs["panel"] = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
+    return figs
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def frames_from_folder(folder: str | Path, fx: float, baseline: float, limit: Optional[int] = None,
+                       report: Optional[bag.PairingReport] = None) -> Iterator[bag.StereoFrame]:
+    """Stereo frames from ``folder/left/*.png`` + ``folder/right/*`` (same file names).
+
+    Optional ground truth: ``folder/disparity/<stem>.npy`` (float px, non-finite unknown) or
+    ``<stem>.png`` 16-bit KITTI-style (value / 256, 0 unknown). Rectified cameras with focal
+    length ``fx`` px, principal point at the image centre and ``baseline`` m are assumed.
+    Pairs are stamped 1 s apart (index + 1 s).
+    """
+    root = Path(folder)
+    lefts = sorted(p for p in (root / "left").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm"))
+    if not lefts:
+        raise bag.BagError(f"folder '{root}' has no left/*.png|jpg images (expected left/ and right/ subfolders)")
+    report = report if report is not None else bag.PairingReport()
+    report.topics_in_bag = {"left/": "files", "right/": "files"}
+    for i, lp in enumerate(lefts[:limit] if limit else lefts):
+        rp = next((p for p in (root / "right").glob(lp.stem + ".*")), None)
+        report.left_images += 1
+        if rp is None:
+            report.unpaired_left += 1
+            continue
+        report.right_images += 1
+        li, ri = cv2.imread(str(lp), cv2.IMREAD_UNCHANGED), cv2.imread(str(rp), cv2.IMREAD_UNCHANGED)
+        enc = "mono8" if li.ndim == 2 else "bgr8"
+        stamp = (i + 1) * 1_000_000_000
+        h, w = li.shape[:2]
+        frame = bag.StereoFrame(report.pairs, stamp, bag.make_image(li, enc, stamp, "left_optical"),
+                                bag.make_image(ri, "mono8" if ri.ndim == 2 else "bgr8", stamp, "right_optical"),
+                                bag.make_camera_info(w, h, fx, baseline, stamp=stamp),
+                                bag.make_camera_info(w, h, fx, baseline, right=True, stamp=stamp))
+        report.pairs += 1
+        npy, png = root / "disparity" / f"{lp.stem}.npy", root / "disparity" / f"{lp.stem}.png"
+        if npy.exists():
+            frame.gt_disparity = np.load(npy).astype(np.float32)
+        elif png.exists():
+            d = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+            frame.gt_disparity = np.where(d > 0, d.astype(np.float32) / 256.0, np.float32(np.nan))
+        report.gt_frames += frame.gt_disparity is not None
+        yield frame
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@dataclass
+class EvalOptions:
+    out_dir: Optional[Path] = Path("out/eval")    # report.json + figures; None = no files
+    figures: int = 3                               # frames with PNG figures (the first N)
+    output_bag: Optional[Path] = None              # write DisparityImage/depth/PointCloud2 here
+    storage: str = "sqlite3"                       # of the output bag
+    progress: bool = True                          # tqdm bar on stderr
+    warmup: bool = True                            # one untimed frame per new image size
+    max_pixels: Optional[int] = 4096 * 4096
+    output: OutputOptions = field(default_factory=OutputOptions)
+
+
+def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:
+    """mean and p50/p90/p95/p99 of latencies in ms (NaN when empty)."""
+    a = np.asarray(values_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in LATENCY_PERCENTILES}, "count": 0}
+    return {"mean": float(a.mean()), **{f"p{p}": float(np.percentile(a, p)) for p in LATENCY_PERCENTILES},
+            "max": float(a.max()), "count": int(a.size)}
+
+
+def gt_for(frame: bag.StereoFrame, out: FrameOutput) -> Optional[np.ndarray]:
+    """Ground-truth disparity of a frame; from gt depth (d = f T / Z) when only depth exists."""
+    if frame.gt_disparity is not None:
+        return frame.gt_disparity
+    if frame.gt_depth is not None:
+        z = frame.gt_depth.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = out.geometry.fx * out.geometry.baseline / z
+        return np.where(np.isfinite(d) & (z > 0), d, np.nan).astype(np.float32)
+    return None
+
+
+def frame_metrics(out: FrameOutput, gt: Optional[np.ndarray]) -> Optional[Dict[str, float]]:
+    """Metrics of the published disparity against gt; gt beyond the searched range is excluded."""
+    if gt is None:
+        return None
+    if gt.shape != out.disparity.shape:
+        raise FrameError("bad_size", f"ground truth {gt.shape[1]}x{gt.shape[0]} differs from the image "
+                                     f"{out.disparity.shape[1]}x{out.disparity.shape[0]}")
+    return disparity_metrics(out.disparity, gt, max_disparity=out.max_disparity, pred_valid=out.valid)
+
+
+def write_outputs(writer: bag.BagWriter, frame: bag.StereoFrame, out: FrameOutput) -> None:
+    """DisparityImage, depth (32FC1 m) and organized PointCloud2 of one frame, at its stamp."""
+    s, fid, g = frame.stamp, frame.left.header.frame_id, out.geometry
+    writer.write(OUTPUT_TOPICS["disparity"], bag.make_disparity(out.disparity, s, fid, g.fx, g.baseline,
+                                                                out.min_disparity, out.max_disparity,
+                                                                out.delta_d), s)
+    writer.write(OUTPUT_TOPICS["depth"], bag.make_image(out.depth, "32FC1", s, fid), s)
+    if out.points is not None:
+        writer.write(OUTPUT_TOPICS["points"], bag.make_cloud(out.points, s, fid, out.rgb8), s)
+
+
+def evaluate_frames(engine: Any, frames: Iterable[bag.StereoFrame], opts: EvalOptions,
+                    pairing: Optional[bag.PairingReport] = None, source: str = "") -> Dict[str, Any]:
+    """Run the engine over ``frames``; returns (and writes, with ``out_dir``) the JSON report.
+
+    A frame that fails is recorded with its reason and the evaluation goes on.
+    """
+    from tqdm import tqdm
+    out_dir = Path(opts.out_dir) if opts.out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    writer: Optional[bag.BagWriter] = None  # opened at the first output: no empty bag on a bad input
+    per_frame: List[Dict[str, Any]] = []
+    failures: Counter = Counter()
+    latencies: List[float] = []
+    stage_ms: Dict[str, List[float]] = {}
+    warmup_ms: Dict[str, float] = {}
+    figures_written = 0
+    t_start = time.perf_counter()
+    try:
+        for frame in tqdm(frames, disable=not opts.progress, unit="frame", desc="stereonet-eval", file=sys.stderr):
+            rec: Dict[str, Any] = {"index": frame.index, "stamp_ns": frame.stamp}
+            if frame.problems:
+                rec["problems"] = list(frame.problems)
+            per_frame.append(rec)
+            try:
+                if frame.left_info is None or frame.right_info is None:
+                    raise FrameError("camera_info_missing", "no camera_info for this pair in the bag")
+                shape = f"{frame.left.width}x{frame.left.height}"
+                if opts.warmup and shape not in warmup_ms and frame.left.encoding == frame.right.encoding:
+                    try:  # the first run of a size allocates and tunes: keep it out of the percentiles
+                        t0 = time.perf_counter()
+                        process_pair(engine, frame.left, frame.right, frame.left_info, frame.right_info,
+                                     opts.output, opts.max_pixels)
+                        warmup_ms[shape] = 1e3 * (time.perf_counter() - t0)
+                    except FrameError:
+                        pass  # reported by the timed run below
+                t0 = time.perf_counter()
+                out = process_pair(engine, frame.left, frame.right, frame.left_info, frame.right_info,
+                                   opts.output, opts.max_pixels)
+                ms = 1e3 * (time.perf_counter() - t0)
+                gt = gt_for(frame, out)
+                m = frame_metrics(out, gt)
+            except FrameError as exc:
+                failures[exc.reason] += 1
+                rec.update(status="failed", reason=exc.reason, message=str(exc))
+                continue
+            except Exception as exc:  # a broken frame must not end the evaluation
+                failures["inference_error"] += 1
+                rec.update(status="failed", reason="inference_error", message=f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append(ms)
+            for k, v in out.timings_ms.items():
+                stage_ms.setdefault(k, []).append(v)
+            rec.update(status="ok", latency_ms=ms, metrics=m, valid_fraction=float(out.valid.mean()),
+                       warnings=out.warnings or None)
+            if opts.output_bag:
+                if writer is None:
+                    writer = bag.BagWriter(opts.output_bag, opts.storage).__enter__()
+                write_outputs(writer, frame, out)
+            if out_dir and figures_written < opts.figures:
+                save_figures(out_dir, frame, out, gt, m)
+                figures_written += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    wall = time.perf_counter() - t_start
+    report = summarize(per_frame, latencies, stage_ms, warmup_ms, failures, wall, pairing, engine, source, opts)
+    if out_dir:
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    return report
+
+
+def save_figures(out_dir: Path, frame: bag.StereoFrame, out: FrameOutput, gt: Optional[np.ndarray],
+                 m: Optional[Dict[str, float]]) -> None:
+    from .imageconv import image_to_numpy, to_rgb8
+    left = to_rgb8(image_to_numpy(frame.left), frame.left.encoding)
+    figs = frame_panel(left, out, gt, m)
+    for name in ("panel", "cloud"):
+        cv2.imwrite(str(out_dir / f"frame_{frame.index:06d}_{name}.png"), figs[name])
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def summarize(per_frame: List[Dict[str, Any]], latencies: List[float], stage_ms: Dict[str, List[float]],
+              warmup_ms: Dict[str, float], failures: Counter, wall_s: float,
+              pairing: Optional[bag.PairingReport], engine: Any, source: str, opts: EvalOptions) -> Dict[str, Any]:
+    """The JSON report: summary metrics, latency, throughput, failures, pairing, per-frame."""
+    ok = [r for r in per_frame if r.get("status") == "ok"]
+    metrics = mean_metrics([r["metrics"] for r in ok if r.get("metrics")])
+    info = getattr(getattr(engine, "ckpt", None), "info", {}) or {}
+    return {
+        "source": source,
+        "model": engine.describe() if hasattr(engine, "describe") else str(engine),
+        "checkpoint_info": info,
+        "random_weights": "random" in str(info.get("weights", "")),
+        "frames": {"total": len(per_frame), "processed": len(ok), "failed": sum(failures.values()),
+                   "with_gt": sum(1 for r in ok if r.get("metrics"))},
+        "failures_by_reason": dict(failures),
+        "metrics": metrics,
+        "latency_ms": percentiles(latencies),
+        "stage_latency_ms": {k: percentiles(v) for k, v in stage_ms.items()},
+        "warmup_ms": warmup_ms,
+        "throughput_fps": len(ok) / wall_s if wall_s > 0 else float("nan"),
+        "wall_s": wall_s,
+        "pairing": pairing.to_dict() if pairing else None,
+        "output_bag": str(opts.output_bag) if opts.output_bag else None,
+        "per_frame": per_frame,
+    }
+
+
+def summary_text(report: Dict[str, Any]) -> str:
+    """A few human lines of a report (terminal summary)."""
+    fr, m, lat = report["frames"], report["metrics"], report["latency_ms"]
+    lines = [f"frames: {fr['processed']}/{fr['total']} processed, {fr['failed']} failed "
+             f"{report['failures_by_reason'] or ''}"]
+    if m:
+        lines.append(f"accuracy vs gt ({m['frames']} frames): EPE {m['epe']:.3f} px, D1 {m['d1']:.2f} %, "
+                     f"bad1 {m['bad1']:.2f} %, bad2 {m['bad2']:.2f} %, density {m['density']:.1f} %")
+    else:
+        lines.append("accuracy: no ground truth")
+    lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms; "
+                 f"throughput {report['throughput_fps']:.2f} frames/s")
+    for w in (report.get("pairing") or {}).get("warnings", []):
+        lines.append("warning: " + w)
+    if report.get("random_weights"):
+        lines.append("WARNING: the checkpoint holds RANDOM weights: the accuracy numbers are meaningless")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_topic_args(p: argparse.ArgumentParser) -> None:
+    d = bag.StereoTopics()
+    p.add_argument("--left-topic", default=d.left)
+    p.add_argument("--right-topic", default=d.right)
+    p.add_argument("--left-info-topic", default=d.left_info)
+    p.add_argument("--right-info-topic", default=d.right_info)
+    p.add_argument("--gt-topic", default=d.gt_disparity, help="32FC1 ground-truth disparity ('' = none)")
+    p.add_argument("--gt-depth-topic", default=d.gt_depth, help="32FC1 ground-truth depth in m ('' = none)")
+
+
+def topics_from_args(a: argparse.Namespace) -> bag.StereoTopics:
+    return bag.StereoTopics(a.left_topic, a.right_topic, a.left_info_topic, a.right_info_topic,
+                            a.gt_topic or None, a.gt_depth_topic or None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stereonet-eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="ROS 2 bag (sqlite3/mcap folder or file), ROS 1 .bag, or folder with left/ right/")
+    p.add_argument("--checkpoint", default="", help="checkpoint ('' = bundled default)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--input-scale", type=float, default=1.0)
+    p.add_argument("--max-disparity", type=float, default=0.0)
+    p.add_argument("--num-threads", type=int, default=0)
+    add_topic_args(p)
+    p.add_argument("--fx", type=float, default=0.0, help="folder input: focal length in px")
+    p.add_argument("--baseline", type=float, default=0.0, help="folder input: baseline in m")
+    p.add_argument("--out", default="out/eval", help="report directory ('' = none)")
+    p.add_argument("--figures", type=int, default=3, help="frames with PNG figures")
+    p.add_argument("--output-bag", default="", help="write DisparityImage/depth/PointCloud2 to this new bag")
+    p.add_argument("--storage", default="sqlite3", choices=bag.STORAGES)
+    p.add_argument("--max-frames", type=int, default=0)
+    p.add_argument("--confidence-threshold", type=float, default=0.0)
+    p.add_argument("--lr-check", action="store_true")
+    p.add_argument("--no-points", action="store_true", help="skip point clouds (faster)")
+    p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry ``stereonet-eval``; exit 2 on a bad input/config, 1 if no frame processed."""
+    a = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .engine import EngineConfigError, StereoEngine
+    try:
+        engine = StereoEngine(a.checkpoint, a.device, a.precision, a.input_scale, a.max_disparity, a.num_threads)
+    except (CheckpointError, EngineConfigError) as exc:
+        print(f"stereonet-eval: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    pairing = bag.PairingReport()
+    src = Path(a.source)
+    limit = a.max_frames or None
+    if src.is_dir() and (src / "left").is_dir():
+        if a.fx <= 0 or a.baseline <= 0:
+            print("stereonet-eval: folder input needs --fx and --baseline", file=sys.stderr)
+            return 2
+        frames: Iterable[bag.StereoFrame] = frames_from_folder(src, a.fx, a.baseline, limit, pairing)
+    else:
+        frames = bag.read_stereo_frames(src, topics_from_args(a), pairing, limit=limit)
+    opts = EvalOptions(out_dir=Path(a.out) if a.out else None, figures=a.figures,
+                       output_bag=Path(a.output_bag) if a.output_bag else None, storage=a.storage,
+                       progress=not a.no_progress, warmup=not a.no_warmup,
+                       output=OutputOptions(confidence_threshold=a.confidence_threshold, lr_check=a.lr_check,
+                                            want_points=not a.no_points))
+    try:
+        report = evaluate_frames(engine, frames, opts, pairing, str(src))
+    except bag.BagError as exc:
+        print(f"stereonet-eval: {exc}", file=sys.stderr)
+        return 2
+    print(engine.describe())
+    print(summary_text(report))
+    if opts.out_dir:
+        print(f"report: {opts.out_dir / 'report.json'}")
+    return 0 if report["frames"]["processed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
