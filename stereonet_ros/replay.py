@@ -328,20 +328,29 @@ def node_drops(diag: Dict[str, str]) -> Dict[str, int]:
     return out
 
 
-def live_report(player: BagPlayer, recorder: OutputRecorder, left_topic: str,
+def live_report(player: Optional[BagPlayer], recorder: OutputRecorder, left_topic: str,
                 gt: Optional[Dict[int, np.ndarray]] = None) -> Dict[str, Any]:
     """Latency, output rate, drops and (with ``gt``: original stamp -> disparity) accuracy.
 
     Dropped = pairs published (left images) - distinct disparity stamps received; the node's
     reasons come from its last /diagnostics (they can differ by frames lost in transport).
+    Without a ``player`` (record-only, e.g. behind ``ros2 bag play``) the published count is
+    the node's own count of received left images, and latency is only meaningful if the
+    player stamped the headers with the publish time.
     """
     from .evaluate import percentiles
     from .metrics import disparity_metrics, mean_metrics
     with recorder.lock:
         arrivals = list(recorder.arrivals)
         disps = dict(recorder.disparities)
-    pub_stamps = {new for (t, _w, new, _o) in player.stats.log if t == left_topic} if player.stats.log else None
-    published = player.stats.published.get(left_topic, 0)
+    diag = recorder.latest_diagnostics()
+    pub_stamps = {new for (t, _w, new, _o) in player.stats.log if t == left_topic} \
+        if player is not None and player.stats.log else None
+    if player is not None:
+        published = player.stats.published.get(left_topic, 0)
+    else:
+        published = int(diag.get("received left/image_rect", 0) or 0)
+    stamp_map = player.stamp_map if player is not None else {}
     by_topic: Dict[str, Any] = {}
     for topic in RECORD_TOPICS:
         arr = sorted((a for a in arrivals if a.topic == topic), key=lambda a: a.arrival)
@@ -354,13 +363,12 @@ def live_report(player: BagPlayer, recorder: OutputRecorder, left_topic: str,
         got &= pub_stamps
     per_frame, metrics = [], []
     for stamp, (d, valid, maxd) in sorted(disps.items()):
-        orig = player.stamp_map.get(stamp, stamp)
+        orig = stamp_map.get(stamp, stamp)
         g = gt.get(orig) if gt else None
         if g is not None and g.shape == d.shape:
             m = disparity_metrics(d, g, max_disparity=maxd, pred_valid=valid)
             metrics.append(m)
             per_frame.append({"stamp_ns": stamp, "original_stamp_ns": orig, "metrics": m})
-    diag = recorder.latest_diagnostics()
     return {
         "pairs_published": published,
         "disparities_received": len(got),
@@ -370,8 +378,9 @@ def live_report(player: BagPlayer, recorder: OutputRecorder, left_topic: str,
         "topics": by_topic,
         "output_rate_hz": by_topic["disparity"]["rate_hz"],
         "latency_ms": by_topic["disparity"]["latency_ms"],
-        "publish_late_ms": percentiles(player.stats.late_ms),
-        "play_wall_s": player.stats.wall_s,
+        "publish_late_ms": percentiles(player.stats.late_ms if player else []),
+        "play_wall_s": player.stats.wall_s if player else None,
+        "restamped": bool(player and player.restamp),
         "metrics": mean_metrics(metrics),
         "per_frame": per_frame,
         "node_diagnostics": diag,
@@ -400,7 +409,7 @@ def load_gt(path: str | Path, topic: str) -> Dict[int, np.ndarray]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stereonet-replay", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bag", help="ROS 2 bag (sqlite3 or mcap)")
+    p.add_argument("bag", help="ROS 2 bag (sqlite3 or mcap); with --record-only: only its ground truth is read")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     p.add_argument("--loop", action="store_true")
     p.add_argument("--start-offset", type=float, default=0.0, help="skip the first S seconds of the bag")
@@ -410,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stamp headers with the publish time (default; needed for latency)")
     p.add_argument("--no-restamp", dest="restamp", action="store_false")
     p.add_argument("--record", action="store_true", help="record the node's outputs and report")
+    p.add_argument("--record-only", action="store_true",
+                   help="do not play: record the node's outputs while another player (ros2 bag play) "
+                        "runs, until Ctrl-C, --duration, or --settle s without output after the first")
+    p.add_argument("--duration", type=float, default=0.0, help="record-only: stop after S seconds (0 = no limit)")
     p.add_argument("--namespace", default="", help="the node's namespace (recorder)")
     p.add_argument("--left-topic", default="/left/image_rect", help="bag topic counted as published pairs")
     p.add_argument("--gt-topic", default="/gt/disparity", help="ground truth for accuracy ('' = none)")
@@ -420,11 +433,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def write_report(path: str, rep: Dict[str, Any]) -> None:
+    """Write the JSON report and print its summary."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rep, indent=2, default=float))
+    lat = rep["latency_ms"]
+    print(f"received {rep['disparities_received']}/{rep['pairs_published']} disparities "
+          f"({rep['dropped']} dropped; node: {rep['node_drops_by_reason'] or 'none'}), "
+          f"{rep['output_rate_hz']:.2f} Hz" + (f", latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms"
+                                               if rep["restamped"] else " (latency needs --restamp playback)"))
+    if rep["metrics"]:
+        print(f"accuracy: EPE {rep['metrics']['epe']:.3f} px, bad2 {rep['metrics']['bad2']:.2f} %")
+    print(f"report: {path}")
+
+
+def record_only(a: argparse.Namespace, node: Any, spinner: "Spinner") -> int:
+    """Record the node's outputs while another process plays the bag; then report."""
+    recorder = OutputRecorder(node, a.namespace)
+    spinner.thread.start()
+    print("recording the node's outputs (Ctrl-C ends)")
+    t0 = time.monotonic()
+    try:
+        while not a.duration or time.monotonic() - t0 < a.duration:
+            time.sleep(0.2)
+            with recorder.lock:
+                last = recorder.arrivals[-1].arrival if recorder.arrivals else None
+            if last is not None and (time.time_ns() - last) / 1e9 > max(a.settle, 0.5):
+                break
+    except KeyboardInterrupt:
+        pass
+    gt = load_gt(a.bag, a.gt_topic) if a.gt_topic and Path(a.bag).exists() else {}
+    write_report(a.report, live_report(None, recorder, a.left_topic, gt))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Console entry ``stereonet-replay``."""
-    a = build_parser().parse_args(argv)
+    """Console entry ``stereonet-replay`` (also started by launch files: ROS args are accepted)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.utilities import remove_ros_args
+    full = list(sys.argv) if argv is None else ["stereonet-replay", *argv]
+    a = build_parser().parse_args(remove_ros_args(full)[1:])
     remap = {}
     for r in a.remap:
         src, _, dst = r.partition(":=")
@@ -432,12 +481,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"stereonet-replay: bad remap '{r}' (use FROM:=TO)", file=sys.stderr)
             return 2
         remap[src] = dst
-    rclpy.init()
+    rclpy.init(args=full)
     node = rclpy.create_node("stereonet_replay")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = Spinner(executor)
     try:
+        if a.record_only:
+            return record_only(a, node, spinner)
         player = BagPlayer(node, a.bag, a.rate, a.loop, a.start_offset, a.restamp, a.topics, remap,
                            keep_log=a.record)
         recorder = OutputRecorder(node, a.namespace) if a.record else None
@@ -456,16 +507,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if recorder is not None:
             recorder.wait_settled(stats.published.get(a.left_topic, 0), a.settle)
             gt = load_gt(a.bag, a.gt_topic) if a.gt_topic else {}
-            rep = live_report(player, recorder, a.left_topic, gt)
-            Path(a.report).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.report).write_text(json.dumps(rep, indent=2, default=float))
-            lat = rep["latency_ms"]
-            print(f"received {rep['disparities_received']}/{rep['pairs_published']} disparities "
-                  f"({rep['dropped']} dropped; node: {rep['node_drops_by_reason'] or 'none'}), "
-                  f"{rep['output_rate_hz']:.2f} Hz, latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms")
-            if rep["metrics"]:
-                print(f"accuracy: EPE {rep['metrics']['epe']:.3f} px, bad2 {rep['metrics']['bad2']:.2f} %")
-            print(f"report: {a.report}")
+            write_report(a.report, live_report(player, recorder, a.left_topic, gt))
         return 0
     except (bag.BagError, ValueError) as exc:
         print(f"stereonet-replay: {exc}", file=sys.stderr)

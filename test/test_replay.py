@@ -133,3 +133,19 @@ def test_missing_topic_and_bad_rate_are_clear(ros, tmp_path):
             BagPlayer(node, tmp_path / "b", rate=0)
     finally:
         node.destroy_node()
+
+
+def test_cli_plays_and_accepts_ros_arguments(tmp_path, ros_domain):
+    """As a launch file starts it: trailing --ros-args must not upset the argument parser."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    write_bag(tmp_path / "b", "mcap")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain), PYTHONPATH=str(root))
+    res = subprocess.run([sys.executable, "-m", "stereonet_ros.replay", str(tmp_path / "b"), "--rate", "4",
+                          "--wait-subscribers", "0", "--ros-args", "-r", "__node:=replay_cli_test"],
+                         capture_output=True, text=True, timeout=60, cwd=root, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"published {4 * N + 0} messages" in res.stdout
