@@ -48,7 +48,7 @@ INPUT_TOPICS = ("/left/camera_info", "/right/camera_info", "/left/image_rect", "
 class SceneSpec:
     """What the synthetic demo bag holds (the cache key)."""
 
-    frames: int = 40
+    frames: int = 60
     width: int = 320
     height: int = 240
     fps: float = 10.0              # recorded frame rate (stamps 1/fps apart)
@@ -224,11 +224,18 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 def demo_figures(out_dir: Path, bag_path: Path, rec: Any, player: Any, gt: Dict[int, np.ndarray],
                  count: int = 3) -> List[str]:
-    """Panels (left, gt, prediction, error, cloud) of ``count`` received frames spread over the run."""
-    from .evaluate import colorize, render_cloud, _label
+    """Panels (left, gt, node output, error, cloud) of ``count`` received frames spread over the run.
+
+    The cloud is rebuilt from the received disparity with the bag's camera_info (the
+    same geometry functions the node uses), so the figure shows what arrived on the wire.
+    """
+    from .evaluate import frame_panel
     from .geometry import depth_to_points, disparity_to_depth, geometry_from_projections
+    from .imageconv import image_to_numpy, to_rgb8
+    from .metrics import disparity_metrics
     with rec.lock:
-        received = {player.stamp_map.get(s, s): v for s, v in rec.disparities.items()}
+        received = {player.stamp_map.get(s, s): (s, v) for s, v in rec.disparities.items()}
+        arrival = {a.stamp: a.arrival for a in rec.arrivals if a.topic == "disparity"}
     if not received:
         return []
     wanted = sorted(received)
@@ -237,21 +244,16 @@ def demo_figures(out_dir: Path, bag_path: Path, rec: Any, player: Any, gt: Dict[
     for frame in bag.read_stereo_frames(bag_path):
         if frame.stamp not in pick:
             continue
-        d, valid, maxd = received[frame.stamp]
+        new_stamp, (d, valid, maxd) = received[frame.stamp]
         g = gt.get(frame.stamp)
-        left = np.asarray(frame.left.data).reshape(frame.left.height, frame.left.width, -1)[..., :3]
+        left = to_rgb8(image_to_numpy(frame.left), frame.left.encoding)
         geom = geometry_from_projections(frame.left_info.p, frame.right_info.p, frame.left.width, frame.left.height)
         pts = depth_to_points(disparity_to_depth(d, geom, valid), geom)
-        bgr = left[..., ::-1] if frame.left.encoding == "rgb8" else left
-        gt_img = colorize(g, np.isfinite(g), 0, maxd) if g is not None else np.zeros_like(bgr)
-        err = np.where(valid, np.abs(d - np.nan_to_num(g)), np.abs(np.nan_to_num(g))) if g is not None else None
-        tiles = [_label(bgr, "left"), _label(gt_img, "ground truth"), _label(colorize(d, valid, 0, maxd), "node output"),
-                 _label(colorize(err, np.isfinite(g), 0, 5, cv2.COLORMAP_INFERNO) if err is not None
-                        else np.zeros_like(bgr), "|error| 0-5 px"),
-                 _label(render_cloud(pts, left if frame.left.encoding == "rgb8" else None,
-                                     (frame.left.width, frame.left.height)), "point cloud"),
-                 np.zeros_like(bgr)]
-        panel = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
+        info = [f"frame {frame.index}", f"latency {(arrival.get(new_stamp, new_stamp) - new_stamp) / 1e6:.0f} ms"]
+        if g is not None:
+            m = disparity_metrics(d, g, max_disparity=maxd, pred_valid=valid)
+            info += [f"EPE {m['epe']:.2f} px", f"bad2 {m['bad2']:.1f} %", f"density {m['density']:.1f} %"]
+        panel = frame_panel(left, d, valid, maxd, g, pts, left, None, info)["panel"]
         name = out_dir / f"frame_{frame.index:04d}.png"
         cv2.imwrite(str(name), panel)
         written.append(str(name))
@@ -396,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-file", default="")
     p.add_argument("--settle", type=float, default=d.settle_s)
     p.add_argument("--figures", type=int, default=d.figures)
+    p.add_argument("--bag-only", action="store_true",
+                   help="only generate (or find) the cached synthetic bag and print its path")
     p.add_argument("--no-netns", action="store_true", help="do not re-execute in a private network namespace")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -404,8 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(argv)
-    transport = configure_transport(argv, not a.no_netns)
     spec = SceneSpec(a.frames, a.width, a.height, a.fps, a.max_disparity, seed=a.seed, storage=a.storage)
+    if a.bag_only:  # e.g. for stereonet-eval / stereonet-replay by hand
+        path, reused = cached_bag(Path(a.out) / "cache", spec, not a.no_progress)
+        print(f"{path}{' (cached)' if reused else ''}")
+        return 0
+    transport = configure_transport(argv, not a.no_netns)
     o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.num_threads,
                     Path(a.params_file) if a.params_file else None, settle_s=a.settle, figures=a.figures,
                     progress=not a.no_progress)

@@ -99,36 +99,48 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def frame_panel(left_rgb8: np.ndarray, out: FrameOutput, gt: Optional[np.ndarray],
-                metrics: Optional[Dict[str, float]], error_scale_px: float = 5.0) -> Dict[str, np.ndarray]:
+def _text_tile(h: int, w: int, lines: Sequence[str]) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(img, line, (6, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def disparity_scale(disparity: np.ndarray, valid: np.ndarray, gt: Optional[np.ndarray], fallback: float) -> float:
+    """Top of the colour scale shared by gt and prediction: the 99th percentile of gt (else of
+    the valid prediction), so a wide searched range does not wash the images out."""
+    ref = gt[np.isfinite(gt)] if gt is not None else disparity[valid]
+    return float(np.percentile(ref, 99)) * 1.05 if ref.size else float(fallback)
+
+
+def frame_panel(left_rgb8: np.ndarray, disparity: np.ndarray, valid: np.ndarray, max_disparity: float,
+                gt: Optional[np.ndarray], points: Optional[np.ndarray], rgb8: Optional[np.ndarray] = None,
+                confidence: Optional[np.ndarray] = None, info: Sequence[str] = (),
+                error_scale_px: float = 5.0) -> Dict[str, np.ndarray]:
     """The figures of one frame (bgr8 images): left, gt, prediction, error, cloud, panel.
 
-    Disparity colours share one scale (0 .. the searched maximum); the error map shows
-    |pred - gt| over [0, ``error_scale_px``] px, black where gt is unknown.
+    ``disparity`` in px with its ``valid`` mask; gt and prediction share one colour scale
+    (``disparity_scale``); the error map shows |pred - gt| over [0, ``error_scale_px``] px
+    (an invalid prediction counts as |gt|, as in the metrics), black where gt is unknown.
+    ``info``: text lines for the last tile (when there is no confidence image).
     """
-    h, w = out.disparity.shape
-    lo, hi = 0.0, float(out.max_disparity)
-    figs = {"left": left_rgb8[..., ::-1].copy(),
-            "prediction": colorize(out.disparity, out.valid, lo, hi)}
+    h, w = disparity.shape
+    hi = disparity_scale(disparity, valid, gt, max_disparity)
+    blank = np.zeros((h, w, 3), np.uint8)
+    figs = {"left": left_rgb8[..., ::-1].copy(), "prediction": colorize(disparity, valid, 0.0, hi)}
     if gt is not None:
         gt_ok = np.isfinite(gt)
-        figs["gt"] = colorize(gt, gt_ok, lo, hi)
-        err = np.where(out.valid, np.abs(out.disparity - np.nan_to_num(gt)), np.abs(np.nan_to_num(gt)))
+        figs["gt"] = colorize(gt, gt_ok, 0.0, hi)
+        err = np.where(valid, np.abs(disparity - np.nan_to_num(gt)), np.abs(np.nan_to_num(gt)))
         figs["error"] = colorize(err, gt_ok, 0.0, error_scale_px, cv2.COLORMAP_INFERNO)
     else:
-        blank = np.zeros((h, w, 3), np.uint8)
         figs["gt"], figs["error"] = _label(blank, "no ground truth"), blank
-    if out.points is not None:
-        figs["cloud"] = render_cloud(out.points, out.rgb8, (w, h))
-    else:
-        figs["cloud"] = _label(np.zeros((h, w, 3), np.uint8), "points disabled")
-    text = "no gt" if not metrics else f"EPE {metrics['epe']:.2f}px bad2 {metrics['bad2']:.1f}%"
-    tiles = [_label(figs["left"], "left"), _label(figs["gt"], "ground truth"),
-             _label(figs["prediction"], "prediction"),
-             _label(figs["error"], f"|error| 0-{error_scale_px:g}px  {text}"),
-             _label(cv2.resize(figs["cloud"], (w, h)), "point cloud"),
-             _label(colorize(out.confidence, np.ones((h, w), bool), 0, 1, cv2.COLORMAP_VIRIDIS)
-                    if out.confidence is not None else np.zeros((h, w, 3), np.uint8), "confidence")]
+    figs["cloud"] = render_cloud(points, rgb8, (w, h)) if points is not None else _label(blank, "points disabled")
+    last = (_label(colorize(confidence, np.ones((h, w), bool), 0, 1, cv2.COLORMAP_VIRIDIS), "confidence")
+            if confidence is not None else _text_tile(h, w, info))
+    tiles = [_label(figs["left"], "left"), _label(figs["gt"], f"ground truth (0-{hi:.0f} px)"),
+             _label(figs["prediction"], "prediction"), _label(figs["error"], f"|error| 0-{error_scale_px:g} px"),
+             _label(cv2.resize(figs["cloud"], (w, h)), "point cloud"), last]
     figs["panel"] = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
     return figs
 
@@ -308,7 +320,9 @@ def save_figures(out_dir: Path, frame: bag.StereoFrame, out: FrameOutput, gt: Op
                  m: Optional[Dict[str, float]]) -> None:
     from .imageconv import image_to_numpy, to_rgb8
     left = to_rgb8(image_to_numpy(frame.left), frame.left.encoding)
-    figs = frame_panel(left, out, gt, m)
+    text = [f"EPE {m['epe']:.2f} px, bad2 {m['bad2']:.1f} %"] if m else ["no ground truth"]
+    figs = frame_panel(left, out.disparity, out.valid, out.max_disparity, gt, out.points, out.rgb8,
+                       None, text + [f"latency {sum(out.timings_ms.get(k, 0) for k in ('decode', 'network_total', 'postprocess_numpy')):.0f} ms"])
     for name in ("panel", "cloud"):
         cv2.imwrite(str(out_dir / f"frame_{frame.index:06d}_{name}.png"), figs[name])
 
@@ -340,7 +354,9 @@ def summarize(per_frame: List[Dict[str, Any]], latencies: List[float], stage_ms:
         "latency_ms": percentiles(latencies),
         "stage_latency_ms": {k: percentiles(v) for k, v in stage_ms.items()},
         "warmup_ms": warmup_ms,
+        # end to end (bag reading, figures and output bag included) and network+pipeline only
         "throughput_fps": len(ok) / wall_s if wall_s > 0 else float("nan"),
+        "compute_fps": 1e3 / float(np.mean(latencies)) if latencies else float("nan"),
         "wall_s": wall_s,
         "pairing": pairing.to_dict() if pairing else None,
         "output_bag": str(opts.output_bag) if opts.output_bag else None,
@@ -359,7 +375,8 @@ def summary_text(report: Dict[str, Any]) -> str:
     else:
         lines.append("accuracy: no ground truth")
     lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms; "
-                 f"throughput {report['throughput_fps']:.2f} frames/s")
+                 f"throughput {report['throughput_fps']:.2f} frames/s end to end, {report['compute_fps']:.2f} frames/s "
+                 "pipeline only")
     for w in (report.get("pairing") or {}).get("warnings", []):
         lines.append("warning: " + w)
     if report.get("random_weights"):
