@@ -6,6 +6,7 @@ depth image and the point cloud carry exactly the same Z values.
 from __future__ import annotations
 
 import array
+import sys
 from typing import Optional
 
 import cv2
@@ -52,6 +53,24 @@ def pack_rgb(rgb8: np.ndarray) -> np.ndarray:
     return ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
 
 
+def _zeroed_bytes(nbytes: int) -> array.array:
+    """A zeroed ``array('B')`` of ``nbytes``: the type the generated message takes without a
+    per-element check, writable in place through ``np.frombuffer``. Repetition fills it
+    with one memset, much cheaper than ``array('B', bytes(n))`` (two passes)."""
+    return array.array("B", b"\0") * nbytes
+
+
+def _write_rgb(dst: np.ndarray, rgb8: np.ndarray) -> None:
+    """Write (..., 3) uint8 RGB as packed 0x00RRGGBB into the float32 field view ``dst``."""
+    if sys.byteorder == "little":
+        # Little-endian uint32 0x00RRGGBB is the bytes B, G, R, 0: copy the three bytes
+        # straight into the (already zeroed) field, no uint32 temporaries.
+        b = dst[..., None].view(np.uint8)
+        b[..., :3] = rgb8[..., ::-1]
+    else:  # pragma: no cover - big-endian hosts
+        dst[...] = pack_rgb(rgb8)
+
+
 _XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                for i, n in enumerate("xyz")]
 _RGB_FIELD = PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1)
@@ -63,26 +82,42 @@ def make_cloud(header: Header, points: np.ndarray, rgb8: Optional[np.ndarray] = 
 
     Organized: H x W points, invalid ones NaN, ``is_dense`` False. Dense: only finite
     points, height 1, ``is_dense`` True.
+
+    The message's ``data`` buffer is allocated once and the fields are written straight
+    into it (xyz, then the packed colour): no interleaved temporary and no extra copy into
+    the message - at 1280x720 that is ~15 MB less memory traffic per frame.
     """
     h, w = points.shape[:2]
     nfields = 4 if rgb8 is not None else 3
-    buf = np.empty((h, w, nfields), dtype=np.float32)
-    buf[..., :3] = points
-    if rgb8 is not None:
-        buf[..., 3] = pack_rgb(rgb8)
-    if not organized:
-        buf = buf[np.isfinite(points[..., 2])].reshape(1, -1, nfields)
-        h, w = buf.shape[:2]
+    if organized:
+        keep = None
+        n_h, n_w = h, w
+    else:
+        keep = np.isfinite(points[..., 2])
+        n_h, n_w = 1, int(np.count_nonzero(keep))
+    data = _zeroed_bytes(4 * nfields * n_h * n_w)
+    buf = np.frombuffer(data, dtype=np.float32).reshape(n_h, n_w, nfields)
+    if keep is None:
+        buf[..., :3] = points
+        if rgb8 is not None:
+            _write_rgb(buf[..., 3], rgb8)
+    else:
+        # Interleave first, then one row gather straight into the message buffer.
+        full = np.empty((h, w, nfields), dtype=np.float32)
+        full[..., :3] = points
+        if rgb8 is not None:
+            full[..., 3] = 0.0
+            _write_rgb(full[..., 3], rgb8)
+        np.compress(keep.ravel(), full.reshape(-1, nfields), axis=0, out=buf.reshape(-1, nfields))
+    del buf  # drop the buffer export before the message takes the array
     msg = PointCloud2()
     msg.header = header
-    msg.height, msg.width = int(h), int(w)
+    msg.height, msg.width = int(n_h), int(n_w)
     msg.fields = list(_XYZ_FIELDS) + ([_RGB_FIELD] if rgb8 is not None else [])
     msg.is_bigendian = False
     msg.point_step = 4 * nfields
-    msg.row_step = msg.point_step * int(w)
+    msg.row_step = msg.point_step * int(n_w)
     msg.is_dense = not organized
-    data = array.array("B")
-    data.frombytes(memoryview(np.ascontiguousarray(buf)).cast("B"))
     msg.data = data
     return msg
 
