@@ -73,7 +73,9 @@ def _config(tmp_path):
             "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                        "init_args": {"save_dir": str(tmp_path / "tb"), "name": "t"}},
             "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}],
+                           "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}},
+                          {"class_path": "training.callbacks.FinalCheckpoint",
+                           "init_args": {"dirpath": str(tmp_path / "ckpt")}}],
         },
         "model": dict(TINY, lr=1e-3),
         "data": {"dataset": "synthetic", "crop_height": 32, "crop_width": 64, "batch_size": 2,
@@ -89,7 +91,7 @@ def test_fit_checkpoint_loads_in_node_format_and_exports(tmp_path):
     cfg = _config(tmp_path)
     assert main(["fit", "--config", str(cfg)]) == 0
     ckpt = tmp_path / "ckpt" / "last.ckpt"
-    assert ckpt.is_file()
+    assert ckpt.is_file() and (tmp_path / "ckpt" / "final.ckpt").is_file()
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain, safe to load
     assert raw["stereonet"]["config"]["features"] == 8
     assert raw["global_step"] == 2
