@@ -54,3 +54,15 @@ def test_demo_end_to_end_with_the_node_process(tiny_checkpoint, tmp_path, ros_do
     assert rep["random_weights"] is True and "RANDOM WEIGHTS" in text
     assert "EPE" in res.stdout and "latency" in res.stdout and "dropped" in res.stdout
     assert rep["figures"] and all(Path(p).exists() for p in rep["figures"])
+
+
+def test_fallback_scene_is_an_exact_correspondence():
+    """Without training/ the demo renders its own scene: left(x) must equal right(x - d(x))."""
+    import cv2
+    spec = demo.SceneSpec(width=64, height=40, max_disparity=16)
+    sc = demo._fallback_scene(3, spec)
+    yy, xx = np.mgrid[0:40, 0:64].astype(np.float32)
+    warped = cv2.remap(sc["right"], xx - sc["disp"], yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = xx - sc["disp"] >= 1
+    assert inside.mean() > 0.5 and 0 < sc["disp"].min() and sc["disp"].max() < 16
+    np.testing.assert_allclose(warped[inside], sc["left"][inside], atol=2e-2)
