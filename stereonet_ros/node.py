@@ -238,6 +238,10 @@ class StereoNetNode(Node):
             try:
                 self.process(left, right, t_paired)
             except Exception as exc:  # never let one frame kill the worker
+                if not self.context.ok():
+                    # SIGINT/SIGTERM shut the context down while this frame was publishing:
+                    # not a frame fault, and logging would fail too. Stop quietly.
+                    return
                 self.stats.drop("inference_error", f"{type(exc).__name__}: {exc}")
                 self._warn("inference_error", f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
                            + traceback.format_exc(limit=3))
