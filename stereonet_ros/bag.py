@@ -188,6 +188,8 @@ class BagWriter:
         if storage not in STORAGES:
             raise ValueError(f"storage '{storage}' is not one of {', '.join(STORAGES)}")
         self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"'{self.path}' exists already; a bag is never overwritten")
         # version 8 is what Humble..Kilted's rosbag2 reads; 9 only adds fields they ignore.
         self._writer = Writer(self.path, version=version,
                               storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
@@ -209,12 +211,16 @@ class BagWriter:
     def write(self, topic: str, msg: Any, time_ns: int) -> None:
         """Serialize ``msg`` (its type from its class) and store it at log time ``time_ns``."""
         msgtype = msg.__msgtype__
+        self.write_raw(topic, msgtype, typestore().serialize_cdr(msg, msgtype), time_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, time_ns: int) -> None:
+        """Store an already CDR-serialized message (e.g. as received by rclpy) of ``msgtype``."""
         conn = self._conns.get(topic)
         if conn is None:
             conn = self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
         elif conn.msgtype != msgtype:
             raise BagError(f"topic '{topic}' is {conn.msgtype}, cannot write a {msgtype}")
-        self._writer.write(conn, int(time_ns), typestore().serialize_cdr(msg, msgtype))
+        self._writer.write(conn, int(time_ns), data)
         self.counts[topic] += 1
 
 

@@ -216,17 +216,19 @@ class OutputRecorder:
     ``namespace``: the node's namespace ('' = root). Disparities are kept decoded as
     (disparity (H, W) float32, valid mask, max_disparity) per stamp when ``keep_disparity``;
     depth and points2 are subscribed raw (only their stamps are read) to keep the
-    recorder cheap on a small CPU.
+    recorder cheap on a small CPU. With ``bag_writer`` every received message (outputs and
+    /diagnostics) is also stored, in CDR, at its arrival time, like ``ros2 bag record``.
     """
 
     def __init__(self, node: Any, namespace: str = "", keep_disparity: bool = True,
-                 topics: Sequence[str] = tuple(RECORD_TOPICS)) -> None:
+                 topics: Sequence[str] = tuple(RECORD_TOPICS), bag_writer: Optional[bag.BagWriter] = None) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         self.lock = threading.Lock()
         self.arrivals: List[Arrival] = []
         self.disparities: Dict[int, Tuple[np.ndarray, np.ndarray, float]] = {}
         self.diagnostics: List[Tuple[int, Dict[str, str]]] = []  # (arrival ns, pipeline values)
         self.keep_disparity = keep_disparity
+        self.bag_writer = bag_writer  # written from executor callbacks only (one thread)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         ns = namespace.rstrip("/")
         self.subs = []
@@ -234,14 +236,22 @@ class OutputRecorder:
             name = f"{ns}/{t}" if ns else t
             raw = t != "disparity"
             self.subs.append(node.create_subscription(
-                ros_type(RECORD_TOPICS[t]), name, self._callback(t, raw), qos, raw=raw))
+                ros_type(RECORD_TOPICS[t]), name, self._callback(t, raw, name), qos, raw=raw))
         self.subs.append(node.create_subscription(ros_type("diagnostic_msgs/msg/DiagnosticArray"), DIAG_TOPIC,
                                                   self._on_diag, 50))
 
-    def _callback(self, topic: str, raw: bool) -> Callable[[Any, Any], None]:
+    def _store(self, topic: str, msgtype: str, msg: Any, arrival: int) -> None:
+        if self.bag_writer is None:
+            return
+        from rclpy.serialization import serialize_message
+        data = msg if isinstance(msg, bytes) else serialize_message(msg)
+        self.bag_writer.write_raw(topic, msgtype, data, arrival)
+
+    def _callback(self, topic: str, raw: bool, full_name: str) -> Callable[[Any, Any], None]:
         def cb(msg: Any, info: Any) -> None:
             arrival = int(info.get("received_timestamp") or 0) or time.time_ns()
             stamp = cdr_stamp(msg) if raw else bag.stamp_ns(msg)
+            self._store(full_name, RECORD_TOPICS[topic], msg, arrival)
             kept = None
             if topic == "disparity" and self.keep_disparity:
                 d = np.frombuffer(msg.image.data, np.float32).reshape(msg.image.height, msg.image.width)
@@ -253,6 +263,7 @@ class OutputRecorder:
         return cb
 
     def _on_diag(self, msg: Any) -> None:
+        self._store(DIAG_TOPIC, bag.DIAGNOSTICS, msg, time.time_ns())
         for st in msg.status:
             if st.name == PIPELINE_STATUS:
                 with self.lock:
@@ -430,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the node's subscriptions before playing (0 = don't)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds without output that end recording")
     p.add_argument("--report", default="out/replay/report.json")
+    p.add_argument("--record-bag", default="", help="also store the received outputs and /diagnostics in this new bag")
+    p.add_argument("--storage", default="sqlite3", choices=bag.STORAGES, help="of --record-bag")
     return p
 
 
@@ -447,9 +460,9 @@ def write_report(path: str, rep: Dict[str, Any]) -> None:
     print(f"report: {path}")
 
 
-def record_only(a: argparse.Namespace, node: Any, spinner: "Spinner") -> int:
+def record_only(a: argparse.Namespace, node: Any, spinner: "Spinner", writer: Optional[bag.BagWriter]) -> int:
     """Record the node's outputs while another process plays the bag; then report."""
-    recorder = OutputRecorder(node, a.namespace)
+    recorder = OutputRecorder(node, a.namespace, bag_writer=writer)
     spinner.thread.start()
     print("recording the node's outputs (Ctrl-C ends)")
     t0 = time.monotonic()
@@ -474,6 +487,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from rclpy.utilities import remove_ros_args
     full = list(sys.argv) if argv is None else ["stereonet-replay", *argv]
     a = build_parser().parse_args(remove_ros_args(full)[1:])
+    a.record = a.record or (bool(a.record_bag) and not a.record_only)  # a record bag implies recording
     remap = {}
     for r in a.remap:
         src, _, dst = r.partition(":=")
@@ -486,12 +500,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = Spinner(executor)
+    writer: Optional[bag.BagWriter] = None
     try:
+        if a.record_bag:
+            writer = bag.BagWriter(a.record_bag, a.storage).__enter__()
         if a.record_only:
-            return record_only(a, node, spinner)
+            return record_only(a, node, spinner, writer)
         player = BagPlayer(node, a.bag, a.rate, a.loop, a.start_offset, a.restamp, a.topics, remap,
                            keep_log=a.record)
-        recorder = OutputRecorder(node, a.namespace) if a.record else None
+        recorder = OutputRecorder(node, a.namespace, bag_writer=writer) if a.record else None
         spinner.thread.start()
         if a.wait_subscribers > 0 and a.left_topic in player.publishers:
             if not player.wait_for_subscribers([a.left_topic], a.wait_subscribers):
@@ -513,7 +530,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"stereonet-replay: {exc}", file=sys.stderr)
         return 2
     finally:
-        spinner.close()
+        spinner.close()  # no callback writes after this
+        if writer is not None:
+            writer.close()
         node.destroy_node()
         rclpy.try_shutdown()
 

@@ -149,3 +149,51 @@ def test_cli_plays_and_accepts_ros_arguments(tmp_path, ros_domain):
                          capture_output=True, text=True, timeout=60, cwd=root, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"published {4 * N + 0} messages" in res.stdout
+
+
+def test_recorder_stores_outputs_and_diagnostics_in_a_bag(ros, tmp_path):
+    """What the recorder receives (node-style messages) re-reads from its bag as the same arrays."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from sensor_msgs.msg import Image, PointCloud2
+    from std_msgs.msg import Header
+    from stereo_msgs.msg import DisparityImage
+    from stereonet_ros import messages
+    ns = f"/rec{next(_ns)}"
+    tx, node = ros.create_node(f"tx{next(_ns)}"), ros.create_node(f"rec{next(_ns)}")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {"disparity": tx.create_publisher(DisparityImage, ns + "/disparity", qos),
+            "depth": tx.create_publisher(Image, ns + "/depth", qos),
+            "points2": tx.create_publisher(PointCloud2, ns + "/points2", qos),
+            "diag": tx.create_publisher(DiagnosticArray, "/diagnostics", 10)}
+    writer = bag.BagWriter(tmp_path / "rec", "mcap").__enter__()
+    rec = OutputRecorder(node, ns, bag_writer=writer)
+    spin = Spinner(tx, node)
+    rng = np.random.default_rng(0)
+    disp = rng.uniform(1, 30, (6, 8)).astype(np.float32)
+    pts = rng.normal(size=(6, 8, 3)).astype(np.float32)
+    try:
+        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        hdr = Header(frame_id="left_optical")
+        hdr.stamp.sec, hdr.stamp.nanosec = 42, 7
+        pubs["disparity"].publish(messages.make_disparity(hdr, disp, 300.0, 0.12, 0.0, 64.0, 1e-5))
+        pubs["depth"].publish(messages.make_image(hdr, 36.0 / disp, "32FC1"))
+        pubs["points2"].publish(messages.make_cloud(hdr, pts, None, True))
+        st = DiagnosticStatus(name="stereonet: pipeline", values=[KeyValue(key="dropped overrun", value="3")])
+        pubs["diag"].publish(DiagnosticArray(status=[st]))
+        assert wait_for(lambda: rec.count("points2") == 1 and rec.count("depth") == 1 and rec.count("disparity") == 1
+                        and rec.latest_diagnostics(), 10)
+    finally:
+        spin.close()
+        writer.close()
+        tx.destroy_node()
+        node.destroy_node()
+    got = {t: m for t, _ns, m in bag.read_messages(tmp_path / "rec")}
+    assert set(got) >= {ns + "/disparity", ns + "/depth", ns + "/points2", "/diagnostics"}
+    d = got[ns + "/disparity"]
+    assert bag.stamp_ns(d) == 42 * 10**9 + 7 and d.f == pytest.approx(300.0) and d.max_disparity == 64.0
+    np.testing.assert_array_equal(np.frombuffer(d.image.data, np.float32).reshape(6, 8), disp)
+    np.testing.assert_array_equal(np.frombuffer(got[ns + "/depth"].data, np.float32).reshape(6, 8), 36.0 / disp)
+    np.testing.assert_array_equal(bag.cloud_to_numpy(got[ns + "/points2"]), pts)
+    assert got["/diagnostics"].status[0].values[0].value == "3"
+    assert rec.latest_diagnostics() == {"dropped overrun": "3"}
+    assert rec.disparities[42 * 10**9 + 7][0].shape == (6, 8)
