@@ -228,12 +228,13 @@ class Bench:
         self.model_ms: Dict[Tuple[int, int], Dict[str, float]] = {}     # size -> precision -> mean ms
 
     def engine(self, precision: str = "auto", input_scale: Optional[float] = None,
-               max_disparity: Optional[float] = None, loaded: Optional[LoadedCheckpoint] = None) -> StereoEngine:
+               max_disparity: Optional[float] = None, loaded: Optional[LoadedCheckpoint] = None,
+               **kw: Any) -> StereoEngine:
         c = self.cfg
         return StereoEngine(device=str(self.device), precision=precision,
                             input_scale=c.input_scales[0] if input_scale is None else input_scale,
                             max_disparity=c.max_disparities[0] if max_disparity is None else max_disparity,
-                            loaded=loaded or self.ckpt)
+                            loaded=loaded or self.ckpt, **kw)
 
     @staticmethod
     def _prepared(engine: StereoEngine, frames: Tuple[np.ndarray, np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -608,6 +609,17 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
     eng = bench.engine("fp32")
     left, right = bench._prepared(eng, frames)
 
+    log(f"[micro: BatchNorm folded into the convolutions vs separate, fp32 forward at {size[0]}x{size[1]}]")
+    plain = bench.engine("fp32", fold_bn=False)
+    fwd = lambda e: lambda: e.model(left, right, with_confidence=True, candidates=e.candidates)  # noqa: E731
+    with torch.inference_mode():
+        diff = float((fwd(plain)()["disparity"] - fwd(eng)()["disparity"]).abs().max())
+        ta, tb = _ab(fwd(plain), fwd(eng), iters, sync)
+    out["fold_bn"] = _pair("fold_bn", "conv+bn", "folded", ta, tb, size=f"{size[0]}x{size[1]}",
+                           max_abs_disparity_diff_px=diff)
+    log(f"  separate {out['fold_bn']['a_mean_ms']:.1f} ms, folded {out['fold_bn']['b_mean_ms']:.1f} ms, "
+        f"max |diff| {diff:.2e} px")
+
     log(f"[micro: channels_last vs contiguous, fp32 forward at {size[0]}x{size[1]}]")
     model_cl = to_channels_last(copy.deepcopy(eng.model))
     lcl, rcl = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
@@ -725,7 +737,7 @@ def format_report(r: Dict[str, Any]) -> str:
     mi = r.get("micro")
     if mi:
         lines += ["", "Micro (interleaved A/B, speed-up = A / B)"]
-        pairs = list(mi.get("cost_volume", [])) + [mi[k] for k in ("channels_last", "threads") if k in mi]
+        pairs = list(mi.get("cost_volume", [])) + [mi[k] for k in ("fold_bn", "channels_last", "threads") if k in mi]
         for p in pairs:
             lines.append(f"  {p['name']:>14} {p.get('size', ''):>10}: {p['a']} {p['a_mean_ms']:.2f} ms vs "
                          f"{p['b']} {p['b_mean_ms']:.2f} ms -> x{p['speedup_b_over_a']:.2f}")

@@ -5,6 +5,7 @@ before the principal-point correction of ``geometry``), whatever ``input_scale``
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from .model import StereoNet
+from .model import StereoNet, fold_batchnorm
 
 log = logging.getLogger("stereonet_ros.engine")
 
@@ -86,12 +87,14 @@ class StereoEngine:
     Parameters: ``checkpoint`` ('' = bundled default), ``device``, ``precision``,
     ``input_scale`` (0 < s <= 1: downscale before the network; outputs come back at native
     resolution with disparities divided by s), ``max_disparity`` (native pixels searched;
-    0 = the checkpoint's), ``num_threads`` (CPU intra-op threads; 0 = leave torch's default).
+    0 = the checkpoint's), ``num_threads`` (CPU intra-op threads; 0 = leave torch's default),
+    ``fold_bn`` (fold BatchNorm into the convolutions: same outputs to float rounding, faster).
     """
 
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
                  input_scale: float = 1.0, max_disparity: float = 0.0, num_threads: int = 0,
-                 strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None) -> None:
+                 strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None,
+                 fold_bn: bool = True) -> None:
         if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
             raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
         self.device = resolve_device(device, strict_device)
@@ -107,7 +110,10 @@ class StereoEngine:
         net_max = self.config.max_disparity if not max_disparity else max_disparity * self.input_scale
         # Round the network's range up to whole cost-volume candidates (>= 2 of them).
         self.candidates = max(2, int(math.ceil(net_max / step)))
-        self.model: StereoNet = self.ckpt.model.to(self.device).eval()
+        # The engine's own copy: folding BatchNorm into the convolutions rewrites modules, and
+        # the checkpoint's model must stay trainable/exportable for whoever else holds it.
+        model = copy.deepcopy(self.ckpt.model).eval()
+        self.model: StereoNet = (fold_batchnorm(model) if fold_bn else model).to(self.device)
         mean = torch.tensor(self.ckpt.normalization.mean, dtype=torch.float32)
         std = torch.tensor(self.ckpt.normalization.std, dtype=torch.float32)
         self._mean = mean.view(1, -1, 1, 1).to(self.device)

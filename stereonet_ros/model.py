@@ -203,6 +203,29 @@ class Refiner(nn.Module):
         return F.relu(disp + self.out(self.blocks(x)))
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution before it, in place; returns ``model``.
+
+    Inference only (the running statistics become constants): ``y = s * (W x + b - mean) + beta``
+    with ``s = gamma / sqrt(var + eps)`` is one convolution with weights ``s W`` and bias
+    ``s (b - mean) + beta``, so each BatchNorm's separate pass over the activations - a full
+    read and write of a 32-channel full-resolution tensor in every refiner block - disappears.
+    The BatchNorm is replaced by ``nn.Identity``, which keeps module indices (and therefore
+    ``state_dict`` keys of the convolutions) unchanged. Outputs agree to float rounding.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (it freezes the running statistics)")
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.Conv3d)) and isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm3d)) \
+                    and bn.num_features == conv.out_channels and bn.track_running_stats:
+                seq[i] = fuse_conv_bn_eval(conv, bn)
+                seq[i + 1] = nn.Identity()
+    return model
+
+
 class StereoNet(nn.Module):
     """StereoNet: features at 1/2^k, difference cost volume, 3D filtering, soft-argmin,
     hierarchical refinement. ``forward`` returns a dict:

@@ -35,5 +35,33 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     assert knobs == {("base", ""), ("input_scale", "0.5"), ("max_disparity", "32.0"), ("refiners", "0")}
     micro = report["micro"]
     assert micro["cost_volume"][0]["max_abs_diff"] < 1e-5  # the loop reference agrees
-    assert "channels_last" in micro and "threads" in micro
+    assert "channels_last" in micro and "threads" in micro and "fold_bn" in micro
+    assert micro["fold_bn"]["max_abs_disparity_diff_px"] < 1e-2  # folding keeps the outputs
     assert "Model only" in capsys.readouterr().out
+
+
+def test_fold_batchnorm_keeps_outputs_with_trained_statistics():
+    """Folding BN into the convolutions is exact up to float rounding, also with non-trivial
+    running statistics and affine parameters (a random init has mean 0, var 1: too easy)."""
+    import copy
+
+    import torch
+
+    from stereonet_ros.model import StereoNet, StereoNetConfig, fold_batchnorm
+    torch.manual_seed(0)
+    model = StereoNet(StereoNetConfig(k=3, max_disparity=64, features=8, refinement_levels=2)).eval()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) for m in folded.modules())
+    x, y = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)
+    with torch.inference_mode():
+        a = model(x, y, with_confidence=True, with_right=True)
+        b = folded(x, y, with_confidence=True, with_right=True)
+    torch.testing.assert_close(b["disparity"], a["disparity"], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(b["confidence"], a["confidence"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b["right_disparities"][-1], a["right_disparities"][-1], atol=1e-3, rtol=1e-4)
