@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,18 @@ def stamp_ns(msg: Any) -> int:
     """Header stamp of a (rosbags or rclpy) message in integer nanoseconds."""
     s = msg.header.stamp
     return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+
+
+def _cdr_endian(raw: bytes | memoryview) -> str:
+    # Encapsulation header: 0x00 0x00 = CDR big endian, 0x00 0x01 = little endian (PL_ too).
+    return "<" if raw[1] & 1 else ">"
+
+
+def cdr_stamp(raw: bytes | memoryview) -> int:
+    """header.stamp (ns) of a CDR message whose first field is std_msgs/Header, without
+    deserializing it: sec (int32) and nanosec (uint32) follow the 4-byte encapsulation header."""
+    sec, nsec = struct.unpack_from(_cdr_endian(raw) + "iI", raw, 4)
+    return sec * 1_000_000_000 + nsec
 
 
 def make_header(stamp: int, frame_id: str) -> Any:
@@ -401,7 +414,8 @@ def read_stereo_frames(path: str | Path, topics: Optional[StereoTopics] = None,
         gt_stamps: Dict[str, set] = {k: set() for k in gt_topics}
         for kind, t in gt_topics.items():
             for conn, _t_ns, raw in reader.messages(connections=conns[t]):
-                gt_stamps[kind].add(stamp_ns(reader.deserialize(raw, conn.msgtype)))
+                # ROS 2: read the stamp from the CDR bytes (no need to decode a whole image)
+                gt_stamps[kind].add(cdr_stamp(raw) if reader.is2 else stamp_ns(reader.deserialize(raw, conn.msgtype)))
         yield from _pair_stream(reader, conns, topics, gt_topics, gt_stamps, infos, report, queue_size, limit)
     finally:
         reader.close()

@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import bag
+from .bag import _cdr_endian, cdr_stamp  # noqa: F401 (re-exported)
 
 #: Node output topics the recorder listens to (relative to its namespace) and their types.
 RECORD_TOPICS = {"disparity": "stereo_msgs/msg/DisparityImage", "depth": "sensor_msgs/msg/Image",
@@ -53,17 +54,6 @@ def ros_type(msgtype: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- CDR stamps
-
-def _cdr_endian(raw: bytes | memoryview) -> str:
-    # Encapsulation header: 0x00 0x00 = CDR big endian, 0x00 0x01 = little endian (PL_ too).
-    return "<" if raw[1] & 1 else ">"
-
-
-def cdr_stamp(raw: bytes | memoryview) -> int:
-    """header.stamp (ns) of a CDR message whose first field is std_msgs/Header."""
-    sec, nsec = struct.unpack_from(_cdr_endian(raw) + "iI", raw, 4)
-    return sec * 1_000_000_000 + nsec
-
 
 def cdr_restamp(raw: bytes | memoryview, stamp: int) -> bytes:
     """Copy of a CDR message with header.stamp set to ``stamp`` ns (first field a Header).
