@@ -305,15 +305,12 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
     random_weights = "random" in str(ck["info"].get("weights", "")).lower()
     if random_weights:
         banner("THE CHECKPOINT HOLDS RANDOM WEIGHTS: the node runs, but its disparities are meaningless")
-    t0 = time.monotonic()
-    bag_path, reused = cached_bag(o.out / "cache", o.spec, o.progress)
-    gen_s = time.monotonic() - t0
-    gt = load_gt(bag_path, "/gt/disparity")
     domain = int(os.environ.get("STEREONET_DEMO_DOMAIN", random.randint(1, 100)))
     params_file = o.params_file or default_params_file()
     cmd = node_command(ck["path"], params_file, {"input_scale": o.input_scale, "num_threads": o.num_threads,
                                                  "diagnostics_period": 0.5})
-    proc = start_node(cmd, o.out / "node.log", domain)
+    t_launch = time.monotonic()
+    proc = start_node(cmd, o.out / "node.log", domain)  # loads its model while the bag is prepared
     rclpy.init(domain_id=domain)
     node = rclpy.create_node("stereonet_demo")
     executor = SingleThreadedExecutor()
@@ -321,10 +318,14 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
     spinner = Spinner(executor)
     stop: Dict[str, Any] = {}
     try:
+        t0 = time.monotonic()
+        bag_path, reused = cached_bag(o.out / "cache", o.spec, o.progress)
+        gen_s = time.monotonic() - t0
+        gt = load_gt(bag_path, "/gt/disparity")
         player = BagPlayer(node, bag_path, rate=o.rate, restamp=True, topics=list(INPUT_TOPICS), keep_log=True)
         rec = OutputRecorder(node)
         spinner.thread.start()
-        t_start = time.monotonic()
+        t_start = t_launch
         # The node creates its subscriptions after loading the model: matched = ready.
         while not player.wait_for_subscribers(list(INPUT_TOPICS), 0.5):
             if proc.poll() is not None:
