@@ -118,6 +118,10 @@ class StereoEngine:
         std = torch.tensor(self.ckpt.normalization.std, dtype=torch.float32)
         self._mean = mean.view(1, -1, 1, 1).to(self.device)
         self._inv_std = (1.0 / std).view(1, -1, 1, 1).to(self.device)
+        # (x - mean) / std as one multiply-add x * scale + shift; for uint8 input the 1/255
+        # goes into the scale, so conversion and normalisation are a single pass.
+        self._shift = (-mean / std).view(1, -1, 1, 1).to(self.device)
+        self._inv_std_u8 = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
         self._pin = self.device.type == "cuda"
         self.warmed_up_shapes: set = set()
 
@@ -140,13 +144,25 @@ class StereoEngine:
 
     # ----- processing --------------------------------------------------------------------
     def _to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+        """(H, W, 3) uint8 or float numpy -> (1, 3, H, W) tensor on the device, same dtype
+        (uint8 stays uint8: a quarter of the host-to-device bytes, converted on the device)."""
+        if rgb.dtype == np.uint8:
+            a = np.ascontiguousarray(rgb)  # copies only a flipped (bgr) or padded view
+        else:
+            a = np.ascontiguousarray(rgb, dtype=np.float32)
+        t = torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
         if self._pin:
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
 
     def _prepare(self, rgb: torch.Tensor) -> torch.Tensor:
         x = rgb
+        scale = self._inv_std
+        if x.dtype == torch.uint8:
+            if self.config.in_channels == 1 or self.input_scale != 1.0:
+                x = x.float().mul_(1.0 / 255.0)  # rare paths: plain [0, 1] floats first
+            else:
+                scale = self._inv_std_u8
         if self.config.in_channels == 1:
             w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
             x = (x * w).sum(1, keepdim=True)
@@ -154,7 +170,9 @@ class StereoEngine:
             h, w_ = x.shape[-2:]
             size = (max(1, round(h * self.input_scale)), max(1, round(w_ * self.input_scale)))
             x = F.interpolate(x, size=size, mode="area")
-        x = (x - self._mean) * self._inv_std
+        # One fused pass into a contiguous NCHW float32 tensor (the input may be an HWC view).
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        x = torch.addcmul(self._shift, x, scale, out=out)
         step = 2 ** self.config.k
         h, w_ = x.shape[-2:]
         ph, pw = (-h) % step, (-w_) % step
@@ -172,7 +190,8 @@ class StereoEngine:
 
     def infer(self, left_rgb: np.ndarray, right_rgb: np.ndarray, with_confidence: bool = True,
               with_right: bool = False) -> EngineResult:
-        """Disparity for one rectified pair of (H, W, 3) float32 RGB images in [0, 1]."""
+        """Disparity for one rectified pair of (H, W, 3) RGB images: float32 in [0, 1], or
+        uint8 in [0, 255] (cheaper: converted and normalised in one pass on the device)."""
         if left_rgb.shape != right_rgb.shape:
             raise ValueError(f"left {left_rgb.shape} and right {right_rgb.shape} differ in size")
         h, w = left_rgb.shape[:2]

@@ -172,9 +172,16 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     limg, rimg = decode_pair(left, right, max_pixels)
     h, w = limg.shape[:2]
     geom, warns = check_camera_info(linfo, rinfo, w, h)
+    rgb8_left: Optional[np.ndarray] = None
     try:
-        lrgb = to_rgb_float(limg, left.encoding)
-        rrgb = to_rgb_float(rimg, right.encoding)
+        if limg.dtype == np.uint8:
+            # 8-bit input goes to the engine as uint8 views (no float copy on the host, a
+            # quarter of the bytes to the GPU); the left view doubles as the cloud colour.
+            rgb8_left = to_rgb8(limg, left.encoding)
+            lrgb, rrgb = rgb8_left, to_rgb8(rimg, right.encoding)
+        else:
+            lrgb = to_rgb_float(limg, left.encoding)
+            rrgb = to_rgb_float(rimg, right.encoding)
     except ImageFormatError as exc:
         raise FrameError("bad_values", str(exc)) from exc
     t1 = time.perf_counter()
@@ -201,7 +208,8 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     if opts.want_points:
         points = depth_to_points(depth, geom, step)
         if opts.want_color:
-            rgb8 = np.ascontiguousarray(to_rgb8(limg, left.encoding)[::step, ::step])
+            src = rgb8_left if rgb8_left is not None else to_rgb8(limg, left.encoding)
+            rgb8 = np.ascontiguousarray(src[::step, ::step])
     # The network's output is continuous; the finest increment a float32 disparity can
     # express over the searched range is its spacing at the range's top.
     delta_d = float(np.spacing(np.float32(max(abs(max_d), 1.0))))

@@ -65,3 +65,23 @@ def test_fold_batchnorm_keeps_outputs_with_trained_statistics():
     torch.testing.assert_close(b["disparity"], a["disparity"], atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(b["confidence"], a["confidence"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(b["right_disparities"][-1], a["right_disparities"][-1], atol=1e-3, rtol=1e-4)
+
+
+def test_engine_uint8_input_equals_float_input(tiny_checkpoint):
+    """The uint8 fast path (conversion fused into normalisation) gives the float path's
+    disparity, also for a flipped (bgr) view, a padded size and input_scale < 1."""
+    import numpy as np
+
+    from stereonet_ros.engine import StereoEngine
+    rng = np.random.default_rng(1)
+    left = rng.integers(0, 256, (44, 70, 3), dtype=np.uint8)  # not a multiple of 8: padded
+    right = np.roll(left, -3, axis=1)
+    for scale in (1.0, 0.5):
+        eng = StereoEngine(str(tiny_checkpoint), device="cpu", input_scale=scale)
+        ref = eng.infer(left.astype(np.float32) / 255, right.astype(np.float32) / 255)
+        fast = eng.infer(left, right)
+        np.testing.assert_allclose(fast.disparity, ref.disparity, atol=1e-3)
+        np.testing.assert_allclose(fast.confidence, ref.confidence, atol=1e-4)
+        bgr_l, bgr_r = left[..., ::-1], right[..., ::-1]  # views with negative strides
+        np.testing.assert_allclose(eng.infer(bgr_l, bgr_r).disparity,
+                                   eng.infer(np.ascontiguousarray(bgr_l), np.ascontiguousarray(bgr_r)).disparity)
