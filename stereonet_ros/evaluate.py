@@ -31,9 +31,9 @@ import numpy as np
 from . import bag
 from .metrics import disparity_metrics, mean_metrics
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair
+from .replay import percentiles  # noqa: F401 (shared latency statistics, no ROS import)
 
 OUTPUT_TOPICS = {"disparity": "/stereonet/disparity", "depth": "/stereonet/depth", "points": "/stereonet/points2"}
-LATENCY_PERCENTILES = (50, 90, 95, 99)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -202,15 +202,6 @@ class EvalOptions:
     warmup: bool = True                            # one untimed frame per new image size
     max_pixels: Optional[int] = 4096 * 4096
     output: OutputOptions = field(default_factory=OutputOptions)
-
-
-def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:
-    """mean and p50/p90/p95/p99 of latencies in ms (NaN when empty)."""
-    a = np.asarray(values_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in LATENCY_PERCENTILES}, "count": 0}
-    return {"mean": float(a.mean()), **{f"p{p}": float(np.percentile(a, p)) for p in LATENCY_PERCENTILES},
-            "max": float(a.max()), "count": int(a.size)}
 
 
 def gt_for(frame: bag.StereoFrame, out: FrameOutput) -> Optional[np.ndarray]:

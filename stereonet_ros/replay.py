@@ -45,6 +45,17 @@ RECORD_TOPICS = {"disparity": "stereo_msgs/msg/DisparityImage", "depth": "sensor
                  "points2": "sensor_msgs/msg/PointCloud2"}
 DIAG_TOPIC = "/diagnostics"
 PIPELINE_STATUS = "stereonet: pipeline"
+LATENCY_PERCENTILES = (50, 90, 95, 99)
+
+
+def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:
+    """mean and p50/p90/p95/p99 of latencies in ms (NaN when empty)."""
+    a = np.asarray(values_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in LATENCY_PERCENTILES}, "max": float("nan"),
+                "count": 0}
+    return {"mean": float(a.mean()), **{f"p{p}": float(np.percentile(a, p)) for p in LATENCY_PERCENTILES},
+            "max": float(a.max()), "count": int(a.size)}
 
 
 def ros_type(msgtype: str) -> Any:
@@ -339,7 +350,6 @@ def live_report(player: Optional[BagPlayer], recorder: OutputRecorder, left_topi
     the node's own count of received left images, and latency is only meaningful if the
     player stamped the headers with the publish time.
     """
-    from .evaluate import percentiles
     from .metrics import disparity_metrics, mean_metrics
     with recorder.lock:
         arrivals = list(recorder.arrivals)
