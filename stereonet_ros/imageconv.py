@@ -149,6 +149,7 @@ def fill_image(msg: Any, arr: np.ndarray, encoding: str) -> Any:
     msg.is_bigendian = 0
     msg.step = int(a.shape[1] * ch * dtype.itemsize)
     data = array.array("B")
-    data.frombytes(memoryview(a).cast("B"))
+    if a.size:  # memoryview cannot cast an empty shape; an empty image has no bytes anyway
+        data.frombytes(memoryview(a).cast("B"))
     msg.data = data
     return msg

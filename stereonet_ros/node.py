@@ -7,6 +7,7 @@ and the older one is dropped (counted as 'overrun'): latency stays bounded, memo
 """
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ try:  # On a robot message_filters comes from the ROS install; the built-in pair
 except ImportError:  # pragma: no cover - depends on the installation
     message_filters = None
 
+_DIGITS = re.compile(r"\d+")
 ENGINE_PARAMS = tuple(n for n, s in SPECS.items() if s.engine)
 SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "sync_backend")
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -366,8 +368,15 @@ class StereoNetNode(Node):
 
     # ----- reporting -----------------------------------------------------------------------
     def _warn(self, key: str, text: str, period: float = 5.0, error: bool = False) -> None:
-        """Log at most once per ``period`` seconds per key (every occurrence is counted in
-        /diagnostics); a repeat says how many were not logged in between."""
+        """Log at most once per ``period`` seconds per kind of problem (every occurrence is
+        counted in /diagnostics); a repeat says how many were not logged in between.
+
+        The kind is ``key`` plus the text with its numbers masked: a new kind of problem is
+        reported at once, the same one on every frame only once per period.
+        """
+        key = key + ":" + _DIGITS.sub("#", text.split("\n", 1)[0])
+        if len(self._warned) > 256 and key not in self._warned:  # bound the memory of kinds
+            self._warned.clear()
         now = time.monotonic()
         last, suppressed = self._warned.get(key, (-1e18, 0))
         if now - last < period:
@@ -376,7 +385,11 @@ class StereoNetNode(Node):
         self._warned[key] = (now, 0)
         if suppressed:
             text += f" [{suppressed} more since the last report, counted in /diagnostics]"
-        (self.get_logger().error if error else self.get_logger().warning)(text)
+        # Two call sites: rclpy refuses one call site logging at two severities.
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     def _pipeline_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
         kv = _kv

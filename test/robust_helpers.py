@@ -108,6 +108,13 @@ class DiagReader:
         with self.lock:
             return self.latest.get(name)
 
+    def level(self, name: str = "stereonet: pipeline") -> int:
+        """0 OK, 1 WARN, 2 ERROR (the message field is a byte), -1 before any message."""
+        st = self.status(name)
+        if st is None:
+            return -1
+        return st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
+
     def values(self, name: str = "stereonet: pipeline") -> Dict[str, str]:
         st = self.status(name)
         return {kv.key: kv.value for kv in st.values} if st is not None else {}
