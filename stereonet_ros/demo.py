@@ -15,7 +15,8 @@ DDS: Fast DDS over UDP loopback loses large images, so the demo re-executes itse
 private network namespace (``unshare -n``) with shared-memory/large-data transport when it
 runs as root and ``unshare`` works; otherwise it sets the transport on the loopback and warns.
 
-The defaults fit a 2-core CPU in ~1-2 minutes: 320x240 frames, input_scale 0.5, the bag
+The defaults fit a 2-core CPU in ~1-2 minutes: 320x240 frames (disparities < 48 px),
+input_scale 0.5, the node searching 64 px instead of the checkpoint's full range, the bag
 played at 2 frames/s. A node slower than that drops frames; the drops are reported.
 """
 from __future__ import annotations
@@ -189,6 +190,9 @@ def node_command(checkpoint: str, params_file: Path, overrides: Dict[str, Any]) 
 
 def start_node(cmd: List[str], log_path: Path, domain: int) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
+    # On a shared CPU, OpenMP threads spinning while they wait starve the node's other
+    # threads (and the player); passive waiting costs nothing measurable otherwise.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     log = open(log_path, "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(PACKAGE_ROOT))
@@ -269,6 +273,7 @@ class DemoOptions:
     spec: SceneSpec = field(default_factory=SceneSpec)
     rate: float = 0.2              # replay speed: 10 fps recording -> 2 pairs/s
     input_scale: float = 0.5
+    node_max_disparity: float = 64.0  # native px searched by the node: the scene's range + margin
     num_threads: int = 0
     params_file: Optional[Path] = None
     startup_timeout: float = 120.0
@@ -308,6 +313,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
     domain = int(os.environ.get("STEREONET_DEMO_DOMAIN", random.randint(1, 100)))
     params_file = o.params_file or default_params_file()
     cmd = node_command(ck["path"], params_file, {"input_scale": o.input_scale, "num_threads": o.num_threads,
+                                                 "max_disparity": float(o.node_max_disparity),
                                                  "diagnostics_period": 0.5})
     t_launch = time.monotonic()
     proc = start_node(cmd, o.out / "node.log", domain)  # loads its model while the bag is prepared
@@ -350,6 +356,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         "transport": transport, "node_command": cmd, "node_stop": stop,
         "bag": {"path": str(bag_path), "reused_from_cache": reused, "generate_s": gen_s, **asdict(o.spec)},
         "replay_rate": o.rate, "input_pair_rate_hz": o.spec.fps * o.rate, "input_scale": o.input_scale,
+        "node_max_disparity": o.node_max_disparity,
         "node_startup_s": startup_s, "figures": figures, **live,
     }
     (o.out / "report.json").write_text(json.dumps(report, indent=2, default=float))
@@ -395,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=s.storage, choices=bag.STORAGES)
     p.add_argument("--rate", type=float, default=d.rate, help="replay speed factor")
     p.add_argument("--input-scale", type=float, default=d.input_scale)
+    p.add_argument("--node-max-disparity", type=float, default=d.node_max_disparity,
+                   help="the node's max_disparity parameter, native px (0 = the checkpoint's range)")
     p.add_argument("--num-threads", type=int, default=d.num_threads)
     p.add_argument("--params-file", default="")
     p.add_argument("--settle", type=float, default=d.settle_s)
@@ -415,7 +424,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{path}{' (cached)' if reused else ''}")
         return 0
     transport = configure_transport(argv, not a.no_netns)
-    o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.num_threads,
+    o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.node_max_disparity, a.num_threads,
                     Path(a.params_file) if a.params_file else None, settle_s=a.settle, figures=a.figures,
                     progress=not a.no_progress)
     from .checkpoint import CheckpointError
