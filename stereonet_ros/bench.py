@@ -332,10 +332,13 @@ class Bench:
         variants += [("refiners", n, {"loaded": with_refiners(self.base_ckpt, n)}) for n in c.refiners[1:]]
         rows: List[Dict[str, Any]] = []
         base_ms = None
-        iters = max(1, c.iters - 1) if self.device.type == "cpu" else c.iters
+        # A CPU frame takes seconds: one timed call per knob, no warm-up (first-call set-up is
+        # milliseconds against seconds), keeps the default run within a few minutes.
+        cpu = self.device.type == "cpu"
+        iters, warmup = (max(1, c.iters - 1), 0) if cpu else (c.iters, c.warmup)
         for name, value, kw in variants:
             eng = self.engine(**kw)
-            ms = time_calls(lambda: eng.infer(lf, rf, with_confidence=True), iters, c.warmup, self.sync)
+            ms = time_calls(lambda: eng.infer(lf, rf, with_confidence=True), iters, warmup, self.sync)
             s = summarize(ms)
             base_ms = s["mean_ms"] if base_ms is None else base_ms
             rows.append({"knob": name, "value": value, "size": f"{size[0]}x{size[1]}",
@@ -551,17 +554,6 @@ def loop_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int) ->
     return out
 
 
-def to_channels_last(model: nn.Module, conv3d: bool = False) -> nn.Module:
-    """Put every Conv2d weight (and Conv3d with ``conv3d``) in channels-last layout, in place.
-    Activations then follow the layout of the input tensors and the weights."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-        elif conv3d and isinstance(m, nn.Conv3d):
-            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
-    return model
-
-
 def _ab(fa: Callable[[], Any], fb: Callable[[], Any], iters: int, sync: Callable[[], None]) -> Tuple[List[float], List[float]]:
     """Time two variants interleaved (a, b, a, b, ...) so drifting load hits both alike."""
     fa(); fb(); sync()
@@ -620,15 +612,18 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
     log(f"  separate {out['fold_bn']['a_mean_ms']:.1f} ms, folded {out['fold_bn']['b_mean_ms']:.1f} ms, "
         f"max |diff| {diff:.2e} px")
 
-    log(f"[micro: channels_last vs contiguous, fp32 forward at {size[0]}x{size[1]}]")
-    model_cl = to_channels_last(copy.deepcopy(eng.model))
-    lcl, rcl = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
+    log(f"[micro: channels_last (NHWC) vs contiguous (NCHW), fp32 forward at {size[0]}x{size[1]}]")
+    nchw, nhwc = bench.engine("fp32", channels_last=False), bench.engine("fp32", channels_last=True)
+    (l1, r1), (l2, r2) = bench._prepared(nchw, frames), bench._prepared(nhwc, frames)
     with torch.inference_mode():
-        ta, tb = _ab(lambda: eng.model(left, right, with_confidence=True, candidates=eng.candidates),
-                     lambda: model_cl(lcl, rcl, with_confidence=True, candidates=eng.candidates), iters, sync)
-    out["channels_last"] = _pair("channels_last", "contiguous", "channels_last", ta, tb, size=f"{size[0]}x{size[1]}")
+        diff = float((nchw.model(l1, r1, candidates=nchw.candidates)["disparity"]
+                      - nhwc.model(l2, r2, candidates=nhwc.candidates)["disparity"]).abs().max())
+        ta, tb = _ab(lambda: nchw.model(l1, r1, with_confidence=True, candidates=nchw.candidates),
+                     lambda: nhwc.model(l2, r2, with_confidence=True, candidates=nhwc.candidates), iters, sync)
+    out["channels_last"] = _pair("channels_last", "contiguous", "channels_last", ta, tb,
+                                 size=f"{size[0]}x{size[1]}", max_abs_disparity_diff_px=diff)
     log(f"  contiguous {out['channels_last']['a_mean_ms']:.1f} ms, channels_last "
-        f"{out['channels_last']['b_mean_ms']:.1f} ms")
+        f"{out['channels_last']['b_mean_ms']:.1f} ms, max |diff| {diff:.2e} px")
 
     if dev.type == "cpu":
         out["threads"] = micro_threads(bench, eng, left, right, iters)
@@ -751,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="", help="checkpoint ('' = bundled default; random model if absent)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES), help="WxH,WxH,...")
-    p.add_argument("--iters", type=int, default=0, help="timed iterations (0 = 3 on CPU, 100 on CUDA)")
+    p.add_argument("--iters", type=int, default=0, help="timed iterations (0 = 2 on CPU, 100 on CUDA)")
     p.add_argument("--warmup", type=int, default=-1, help="untimed iterations (-1 = 1 on CPU, 20 on CUDA)")
     p.add_argument("--input-scale", type=float, nargs="+", default=[1.0, 0.5],
                    help="first = base setting, others = knob values to cost")
@@ -762,7 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--node-frames", type=int, default=0, help="frames through the node (0 = 5 CPU, 50 CUDA)")
     p.add_argument("--knob-size", type=parse_sizes, default=None, help="size for the knobs (default: first size)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help="subset of " + ",".join(SECTIONS))
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="subset of " + ",".join(SECTIONS) + " ('none' with --micro: only the micro benchmarks)")
     p.add_argument("--micro", action="store_true", help="also run the micro benchmarks (cost volume, "
                                                          "channels_last, threads)")
     p.add_argument("--json", default="", help="write the full report here")
@@ -792,13 +788,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    sections = [s.strip() for s in args.sections.split(",") if s.strip() and s.strip() != "none"]
     bad = set(sections) - set(SECTIONS)
     if bad:
         print(f"unknown sections {sorted(bad)}; choose from {SECTIONS}", file=sys.stderr)
         return 2
     cfg = BenchConfig(checkpoint=args.checkpoint, device=str(device), sizes=args.sizes,
-                      iters=args.iters or (100 if cuda else 3),
+                      iters=args.iters or (100 if cuda else 2),
                       warmup=args.warmup if args.warmup >= 0 else (20 if cuda else 1),
                       input_scales=args.input_scale, max_disparities=args.max_disparity,
                       refiners=[], num_threads=args.num_threads,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from .model import StereoNet, fold_batchnorm
+from .model import StereoNet, fold_batchnorm, to_channels_last
 
 log = logging.getLogger("stereonet_ros.engine")
 
@@ -88,13 +88,14 @@ class StereoEngine:
     ``input_scale`` (0 < s <= 1: downscale before the network; outputs come back at native
     resolution with disparities divided by s), ``max_disparity`` (native pixels searched;
     0 = the checkpoint's), ``num_threads`` (CPU intra-op threads; 0 = leave torch's default),
-    ``fold_bn`` (fold BatchNorm into the convolutions: same outputs to float rounding, faster).
+    ``fold_bn`` (fold BatchNorm into the convolutions: same outputs to float rounding, faster),
+    ``channels_last`` (NHWC 2D convolutions; None = auto: on the CPU, where it measured faster).
     """
 
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
                  input_scale: float = 1.0, max_disparity: float = 0.0, num_threads: int = 0,
                  strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None,
-                 fold_bn: bool = True) -> None:
+                 fold_bn: bool = True, channels_last: Optional[bool] = None) -> None:
         if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
             raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
         self.device = resolve_device(device, strict_device)
@@ -114,6 +115,12 @@ class StereoEngine:
         # the checkpoint's model must stay trainable/exportable for whoever else holds it.
         model = copy.deepcopy(self.ckpt.model).eval()
         self.model: StereoNet = (fold_batchnorm(model) if fold_bn else model).to(self.device)
+        # NHWC 2D convolutions: measured faster on the CPU (docs/PERFORMANCE.md); not yet
+        # measured on CUDA, so 'auto' keeps NCHW there until a GPU run says otherwise.
+        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.channels_last:
+            to_channels_last(self.model)
         mean = torch.tensor(self.ckpt.normalization.mean, dtype=torch.float32)
         std = torch.tensor(self.ckpt.normalization.std, dtype=torch.float32)
         self._mean = mean.view(1, -1, 1, 1).to(self.device)
@@ -170,15 +177,16 @@ class StereoEngine:
             h, w_ = x.shape[-2:]
             size = (max(1, round(h * self.input_scale)), max(1, round(w_ * self.input_scale)))
             x = F.interpolate(x, size=size, mode="area")
-        # One fused pass into a contiguous NCHW float32 tensor (the input may be an HWC view).
-        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        # One fused pass into a dense float32 tensor in the model's layout (the input may be
+        # an HWC view of the image).
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=self._fmt)
         x = torch.addcmul(self._shift, x, scale, out=out)
         step = 2 ** self.config.k
         h, w_ = x.shape[-2:]
         ph, pw = (-h) % step, (-w_) % step
         if ph or pw:
             # Replicate the border: zero padding would create a strong false edge to match.
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate").contiguous(memory_format=self._fmt)
         return x
 
     def _run_model(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,

@@ -226,6 +226,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store every Conv2d weight channels-last (NHWC), in place; returns ``model``.
+
+    With NHWC weights and an NHWC input the 2D convolutions stay NHWC end to end (oneDNN on
+    the CPU, cuDNN's tensor-core kernels on CUDA) instead of converting layouts per layer.
+    The 3D cost filter is left alone: its input is built contiguous by the cost volume.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 class StereoNet(nn.Module):
     """StereoNet: features at 1/2^k, difference cost volume, 3D filtering, soft-argmin,
     hierarchical refinement. ``forward`` returns a dict:
