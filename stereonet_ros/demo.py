@@ -357,6 +357,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         "bag": {"path": str(bag_path), "reused_from_cache": reused, "generate_s": gen_s, **asdict(o.spec)},
         "replay_rate": o.rate, "input_pair_rate_hz": o.spec.fps * o.rate, "input_scale": o.input_scale,
         "node_max_disparity": o.node_max_disparity,
+        "node_env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "node_startup_s": startup_s, "figures": figures, **live,
     }
     (o.out / "report.json").write_text(json.dumps(report, indent=2, default=float))
