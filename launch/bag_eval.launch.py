@@ -8,7 +8,8 @@ Launch arguments:
   /left/camera_info, /right/camera_info; remap with ``ros2 bag play --remap`` otherwise);
 - ``rate``: playback speed factor;
 - ``params_file``: node parameters (default: this package's config/stereonet.yaml);
-- ``checkpoint``: model file ('' = the bundled default);
+- ``checkpoint``: model file overriding params_file's ('' = keep params_file's, whose ''
+  is the bundled default);
 - ``delay``: seconds before playing, so the node has loaded its model and subscribed;
 - ``record``: also run ``stereonet-replay --record-only``, which records the node's outputs
   and /diagnostics and writes ``report`` (output rate, drops by reason, accuracy against
@@ -17,9 +18,10 @@ Launch arguments:
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, TimerAction
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.conditions import IfCondition, UnlessCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "stereonet_ros"
@@ -46,9 +48,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("report", default_value="stereonet_live_report.json",
                               description="report path of the recorder"),
     ]
-    node = Node(package=PACKAGE, executable="stereonet_node", name="stereonet", output="screen",
-                parameters=[params_file, {"checkpoint": checkpoint}])
+    # checkpoint:='' keeps whatever params_file says; a path overrides it. Two alternatives
+    # because a launch parameter dict cannot leave a key out conditionally.
+    given = PythonExpression(["'", checkpoint, "' != ''"])
+    node_kw = dict(package=PACKAGE, executable="stereonet_node", name="stereonet", output="screen")
+    node = Node(**node_kw, parameters=[params_file, {"checkpoint": ParameterValue(checkpoint, value_type=str)}],
+                condition=IfCondition(given))
+    node_from_file = Node(**node_kw, parameters=[params_file], condition=UnlessCondition(given))
     player = ExecuteProcess(cmd=["ros2", "bag", "play", bag, "--rate", rate], output="screen")
     recorder = Node(package=PACKAGE, executable="stereonet-replay", name="stereonet_recorder", output="screen",
                     arguments=[bag, "--record-only", "--report", report], condition=IfCondition(record))
-    return LaunchDescription(args + [node, recorder, TimerAction(period=delay, actions=[player])])
+    return LaunchDescription(args + [node, node_from_file, recorder, TimerAction(period=delay, actions=[player])])
