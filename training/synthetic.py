@@ -59,7 +59,8 @@ class SyntheticConfig:
     max_slope: float = 0.12           # |dd/dx|, |dd/dy| of slanted planes (pixels per pixel)
     photo_prob: float = 0.7           # texture is a photograph (else procedural)
     flat_prob: float = 0.05           # texture is almost uniform (texture-less surfaces)
-    near_bias: float = 1.6            # >1 skews object disparities toward the background
+    near_bias: float = 2.0            # >1 skews object disparities toward the background
+    background_max: float = 0.35      # background disparity <= this fraction of the range
     noise_max: float = 0.02           # max std of per-eye Gaussian pixel noise ([0,1] units)
     photometric: float = 1.0          # scale of per-eye gain/bias/gamma differences (0 = none)
     blur_max: float = 0.8             # max optics blur sigma (same for both eyes), pixels
@@ -245,7 +246,8 @@ def _sample_layers(rng: np.random.Generator, cfg: SyntheticConfig) -> List[_Laye
     tex_off = float(np.ceil(cfg.max_disparity)) + 1.0
     layers: List[_Layer] = []
     # Background: far, fronto-parallel or slanted (e.g. a floor: disparity grows with y).
-    d_bg = lo + span * rng.uniform(0.0, 0.45) ** 1.5
+    # Real scenes: mostly small/moderate disparities, some near objects up to the max.
+    d_bg = lo + span * rng.uniform(0.0, cfg.background_max) ** 1.5
     slanted = (not cfg.integer_disparity) and rng.random() < cfg.slant_prob
     a, b, c = _fit_plane(rng, d_bg, w / 2, h / 2, slanted, cfg, lo, hi)
     if cfg.integer_disparity:
