@@ -206,6 +206,8 @@ class BenchConfig:
     knob_size: Tuple[int, int]
     sections: List[str]
     micro: bool
+    compile_backend: str = ""
+    compile_timeout: float = 900.0
 
 
 # ----- sections ------------------------------------------------------------------------------
@@ -625,9 +627,40 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
     log(f"  contiguous {out['channels_last']['a_mean_ms']:.1f} ms, channels_last "
         f"{out['channels_last']['b_mean_ms']:.1f} ms, max |diff| {diff:.2e} px")
 
+    if bench.cfg.compile_backend:
+        out["compile"] = micro_compile(bench, frames, iters)
+
     if dev.type == "cpu":
         out["threads"] = micro_threads(bench, eng, left, right, iters)
     return out
+
+
+def micro_compile(bench: Bench, frames: Tuple[np.ndarray, np.ndarray], iters: int) -> Dict[str, Any]:
+    """Eager vs torch.compile (``--compile BACKEND``): background compile time (the first
+    frame is served eagerly meanwhile), then interleaved model-only A/B."""
+    be = bench.cfg.compile_backend
+    eng = bench.engine(compile_backend=be)
+    left, right = bench._prepared(eng, frames)
+    bench.log(f"[micro: torch.compile backend={be}, compiling in the background]")
+    t0 = time.perf_counter()
+    eng._run_model(left, right, False, True)  # eager frame; starts the compile
+    first_ms = 1e3 * (time.perf_counter() - t0)
+    ok = eng.wait_compiled(bench.cfg.compile_timeout)
+    compile_s = time.perf_counter() - t0
+    res: Dict[str, Any] = {"name": "compile", "backend": be, "first_frame_ms": first_ms,
+                           "compile_s": compile_s, "state": eng.compile_state,
+                           "error": next(iter(eng._compile_failed.values()), "")}
+    if ok:
+        with torch.inference_mode():
+            ta, tb = _ab(lambda: eng.model(left, right, with_confidence=True, candidates=eng.candidates),
+                         lambda: eng._run_model(left, right, False, True), iters, bench.sync)
+        res.update(_pair("compile", "eager", f"compiled_{be}", ta, tb, size="x".join(map(str, frames[0].shape[1::-1]))))
+        res.update(compile_s=compile_s, first_frame_ms=first_ms, backend=be)
+        bench.log(f"  compiled after {compile_s:.0f} s (first frame eager: {first_ms:.0f} ms); eager "
+                  f"{res['a_mean_ms']:.1f} ms vs compiled {res['b_mean_ms']:.1f} ms")
+    else:
+        bench.log(f"  not ready after {compile_s:.0f} s: {eng.compile_state} {res['error']}")
+    return res
 
 
 def micro_threads(bench: Bench, eng: StereoEngine, left: torch.Tensor, right: torch.Tensor,
@@ -732,10 +765,15 @@ def format_report(r: Dict[str, Any]) -> str:
     mi = r.get("micro")
     if mi:
         lines += ["", "Micro (interleaved A/B, speed-up = A / B)"]
-        pairs = list(mi.get("cost_volume", [])) + [mi[k] for k in ("fold_bn", "channels_last", "threads") if k in mi]
+        pairs = list(mi.get("cost_volume", [])) + [mi[k] for k in ("fold_bn", "channels_last", "compile", "threads")
+                                                   if k in mi and "a_mean_ms" in mi[k]]
         for p in pairs:
             lines.append(f"  {p['name']:>14} {p.get('size', ''):>10}: {p['a']} {p['a_mean_ms']:.2f} ms vs "
                          f"{p['b']} {p['b_mean_ms']:.2f} ms -> x{p['speedup_b_over_a']:.2f}")
+        if mi.get("compile"):
+            c = mi["compile"]
+            lines.append(f"  compile ({c['backend']}): {c['state']} after {c['compile_s']:.0f} s in the background, "
+                         f"first frame served eagerly in {c['first_frame_ms']:.0f} ms {c.get('error') or ''}")
     lines.append(f"\n(wall time {m.get('wall_s', 0):.0f} s)")
     return "\n".join(lines)
 
@@ -761,6 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subset of " + ",".join(SECTIONS) + " ('none' with --micro: only the micro benchmarks)")
     p.add_argument("--micro", action="store_true", help="also run the micro benchmarks (cost volume, "
                                                          "channels_last, threads)")
+    p.add_argument("--compile", default="", metavar="BACKEND",
+                   help="with --micro: also time torch.compile(backend=BACKEND), e.g. inductor")
+    p.add_argument("--compile-timeout", type=float, default=900.0, help="seconds to wait for the compile")
     p.add_argument("--json", default="", help="write the full report here")
     p.add_argument("--quiet", action="store_true", help="only the final tables")
     return p
@@ -799,7 +840,8 @@ def _main(args: argparse.Namespace) -> int:
                       input_scales=args.input_scale, max_disparities=args.max_disparity,
                       refiners=[], num_threads=args.num_threads,
                       node_frames=args.node_frames or (50 if cuda else 5),
-                      knob_size=(args.knob_size or args.sizes)[0], sections=sections, micro=args.micro)
+                      knob_size=(args.knob_size or args.sizes)[0], sections=sections, micro=args.micro,
+                      compile_backend=args.compile, compile_timeout=args.compile_timeout)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     # Refiner defaults depend on the checkpoint: all of them, then 1 and 0.
     probe, _ = load_or_random(args.checkpoint) if args.refiners is None else (None, "")

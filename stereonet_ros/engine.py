@@ -9,9 +9,10 @@ import copy
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -89,13 +90,17 @@ class StereoEngine:
     resolution with disparities divided by s), ``max_disparity`` (native pixels searched;
     0 = the checkpoint's), ``num_threads`` (CPU intra-op threads; 0 = leave torch's default),
     ``fold_bn`` (fold BatchNorm into the convolutions: same outputs to float rounding, faster),
-    ``channels_last`` (NHWC 2D convolutions; None = auto: on the CPU, where it measured faster).
+    ``channels_last`` (NHWC 2D convolutions; None = auto: on the CPU, where it measured faster),
+    ``compile_backend`` ('' = off; e.g. 'inductor': torch.compile in a background thread per
+    input shape, swapped in when ready - the first frames run eagerly, never stalled) and
+    ``compile_mode`` (passed to torch.compile, e.g. 'max-autotune'; unmeasured here).
     """
 
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
                  input_scale: float = 1.0, max_disparity: float = 0.0, num_threads: int = 0,
                  strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None,
-                 fold_bn: bool = True, channels_last: Optional[bool] = None) -> None:
+                 fold_bn: bool = True, channels_last: Optional[bool] = None,
+                 compile_backend: str = "", compile_mode: Optional[str] = None) -> None:
         if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
             raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
         self.device = resolve_device(device, strict_device)
@@ -131,6 +136,16 @@ class StereoEngine:
         self._inv_std_u8 = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
         self._pin = self.device.type == "cuda"
         self.warmed_up_shapes: set = set()
+        # Opt-in torch.compile, done in a background thread per input shape: frames keep
+        # running eagerly meanwhile (a compile takes minutes on a small CPU), the compiled
+        # function is swapped in once it has produced one output, and a failure only logs.
+        self.compile_backend = (compile_backend or "").strip()
+        self.compile_mode = compile_mode or None
+        self._compiled: Dict[Tuple, object] = {}     # key -> compiled module (ready to run)
+        self._compile_failed: Dict[Tuple, str] = {}  # key -> error text
+        self._compiling: Optional[Tuple] = None
+        self._compile_lock = threading.Lock()
+        self.compiled_calls = 0                      # frames served by a compiled function
 
     # ----- derived facts the node publishes ---------------------------------------------
     @property
@@ -189,12 +204,73 @@ class StereoEngine:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate").contiguous(memory_format=self._fmt)
         return x
 
+    # ----- optional torch.compile ---------------------------------------------------------
+    @property
+    def compile_state(self) -> str:
+        """'off', 'compiling', 'ready' (some shape compiled), 'failed' (and none ready) or 'idle'."""
+        if not self.compile_backend:
+            return "off"
+        if self._compiling is not None:
+            return "compiling"
+        if self._compiled:
+            return "ready"
+        return "failed" if self._compile_failed else "idle"
+
+    def wait_compiled(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until no compile is running; True if one is ready."""
+        end = time.monotonic() + timeout
+        while self._compiling is not None and time.monotonic() < end:
+            time.sleep(0.01)
+        return bool(self._compiled)
+
+    def _start_compile(self, key: Tuple, left: torch.Tensor, right: torch.Tensor, with_right: bool,
+                       with_confidence: bool) -> None:
+        with self._compile_lock:
+            if self._compiling is not None or key in self._compiled or key in self._compile_failed:
+                return  # one compile at a time; the next new shape starts on a later frame
+            self._compiling = key
+        args = (key, left.detach().clone(), right.detach().clone(), with_right, with_confidence)
+        threading.Thread(target=self._compile_worker, args=args, name="stereonet-compile",
+                         daemon=True).start()
+
+    def _compile_worker(self, key: Tuple, left: torch.Tensor, right: torch.Tensor, with_right: bool,
+                        with_confidence: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            fn = torch.compile(self.model, backend=self.compile_backend, mode=self.compile_mode,
+                               dynamic=False)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
+                                                        enabled=self.dtype != torch.float32):
+                fn(left, right, with_right=with_right, with_confidence=with_confidence,
+                   candidates=self.candidates)  # compiles; the result is discarded
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._compiled[key] = fn
+            log.info("torch.compile(%s) ready for input %s after %.1f s", self.compile_backend,
+                     tuple(key[0]), time.perf_counter() - t0)
+        except Exception as exc:  # any backend/toolchain problem: stay eager, say why
+            self._compile_failed[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("torch.compile(%s) failed for input %s, staying eager: %s", self.compile_backend,
+                        tuple(key[0]), self._compile_failed[key])
+        finally:
+            self._compiling = None
+
     def _run_model(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
                    with_confidence: bool) -> Dict[str, object]:
+        fn = self.model
+        if self.compile_backend:
+            key = (tuple(left.shape), left.is_contiguous(memory_format=torch.channels_last),
+                   with_right, with_confidence, self.candidates)
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                self._start_compile(key, left, right, with_right, with_confidence)
+            else:
+                fn = compiled  # type: ignore[assignment]
+                self.compiled_calls += 1
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype,
                                                     enabled=self.dtype != torch.float32):
-            return self.model(left, right, with_right=with_right, with_confidence=with_confidence,
-                              candidates=self.candidates)
+            return fn(left, right, with_right=with_right, with_confidence=with_confidence,
+                      candidates=self.candidates)
 
     def infer(self, left_rgb: np.ndarray, right_rgb: np.ndarray, with_confidence: bool = True,
               with_right: bool = False) -> EngineResult:
