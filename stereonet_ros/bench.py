@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
-from .engine import StereoEngine, resolve_device
+from .engine import StereoEngine, cpu_has_native_bf16, resolve_device
 from .model import StereoNet, StereoNetConfig, difference_cost_volume
 
 DEFAULT_SIZES = "640x480,960x540,1280x720"
@@ -180,9 +180,10 @@ def load_or_random(path: str) -> Tuple[LoadedCheckpoint, str]:
 
 
 def precisions_for(device: torch.device) -> List[str]:
-    """Precisions worth timing on ``device``: fp32 on the CPU; fp32, fp16 (and bf16) on CUDA."""
+    """Precisions worth timing on ``device``: fp32 on the CPU (and bf16 where the CPU has it
+    natively); fp32, fp16 (and bf16) on CUDA."""
     if device.type != "cuda":
-        return ["fp32"]
+        return ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
     out = ["fp32", "fp16"]
     if torch.cuda.is_bf16_supported():
         out.append("bf16")
@@ -314,10 +315,12 @@ class Bench:
             lg, rg = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in self.frames[(w, h)])
             ms = time_calls(lambda: sgbm.compute(lg, rg), max(self.cfg.iters, 3), 1, lambda: None)
             s = summarize(ms)
-            model = self.best_model_ms((w, h))
+            model, best = self.auto_model_ms((w, h)), self.best_model_ms((w, h))
             rows.append({"size": f"{w}x{h}", "num_disparities": ndisp, "block_size": block,
                          "mode": "MODE_SGBM", **s, "model_mean_ms": model,
-                         "ratio_model_over_sgbm": (model / s["mean_ms"]) if model else None})
+                         "model_precision": self.engine().precision_name,
+                         "ratio_model_over_sgbm": (model / s["mean_ms"]) if model else None,
+                         "ratio_best_precision_over_sgbm": (best / s["mean_ms"]) if best else None})
             self.log(f"  sgbm {w}x{h}: {s['mean_ms']:.1f} ms" +
                      (f" (StereoNet/SGBM = {model / s['mean_ms']:.2f}x)" if model else ""))
         return rows
@@ -753,9 +756,10 @@ def format_report(r: Dict[str, Any]) -> str:
                          f"{x.get('est_node_hz') or 0:7.2f}")
     if r.get("sgbm"):
         lines += ["", "OpenCV StereoSGBM on the same frames",
-                  f"{'size':>10} {'ndisp':>6} {'mean ms':>9} {'Hz':>7} {'StereoNet/SGBM':>15}"]
+                  f"{'size':>10} {'ndisp':>6} {'mean ms':>9} {'Hz':>7} {'StereoNet/SGBM':>15} {'best prec/SGBM':>15}"]
+        fmt = lambda v: "-" if v is None else format(v, ".2f")  # noqa: E731
         lines += [f"{x['size']:>10} {x['num_disparities']:6d} {x['mean_ms']:9.1f} {x['hz']:7.2f} "
-                  f"{'-' if x['ratio_model_over_sgbm'] is None else format(x['ratio_model_over_sgbm'], '.2f'):>15}"
+                  f"{fmt(x['ratio_model_over_sgbm']):>15} {fmt(x['ratio_best_precision_over_sgbm']):>15}"
                   for x in r["sgbm"]]
     if r.get("knobs"):
         lines += ["", "Knobs (full engine.infer, one varied at a time)",

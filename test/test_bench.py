@@ -20,7 +20,8 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     for section in ("meta", "model", "memory", "node", "sgbm", "knobs", "micro"):
         assert report.get(section), f"section '{section}' missing or empty"
     assert report["meta"]["config"]["features"] == 8
-    assert {r["precision"] for r in report["model"]} == {"fp32"}  # CPU-only test machine
+    precisions = {r["precision"] for r in report["model"]}
+    assert "fp32" in precisions and precisions <= {"fp32", "bf16"}  # CPU-only test machine
     for key in ("mean_ms", "p50_ms", "p95_ms", "hz"):
         assert key in report["model"][0]
     mem = report["memory"][0]
@@ -108,3 +109,19 @@ def test_engine_compile_in_background_never_stalls_and_swaps_in(tiny_checkpoint)
     bad.infer(left, right)  # an unusable backend must not break inference
     assert not bad.wait_compiled(60) and bad.compile_state == "failed"
     assert bad.infer(left, right).disparity.shape == (48, 64)
+
+
+def test_cpu_bf16_only_where_the_cpu_has_it():
+    import pytest
+    import torch
+
+    from stereonet_ros.engine import EngineConfigError, cpu_has_native_bf16, resolve_precision
+    cpu = torch.device("cpu")
+    if cpu_has_native_bf16():
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.raises(EngineConfigError, match="no native bf16"):
+            resolve_precision("bf16", cpu)
+    with pytest.raises(EngineConfigError, match="precision 'fp16' needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    assert resolve_precision("auto", cpu) == torch.float32  # bf16 stays opt-in on the CPU
