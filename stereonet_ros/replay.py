@@ -345,7 +345,8 @@ def live_report(player: Optional[BagPlayer], recorder: OutputRecorder, left_topi
     """Latency, output rate, drops and (with ``gt``: original stamp -> disparity) accuracy.
 
     Dropped = pairs published (left images) - distinct disparity stamps received; the node's
-    reasons come from its last /diagnostics (they can differ by frames lost in transport).
+    reasons come from its last /diagnostics (they can differ by frames lost in transport, and
+    the node's 'unpaired' counts images, not pairs).
     Without a ``player`` (record-only, e.g. behind ``ros2 bag play``) the published count is
     the node's own count of received left images, and latency is only meaningful if the
     player stamped the headers with the publish time.
