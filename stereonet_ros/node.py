@@ -124,7 +124,6 @@ class StereoNetNode(Node):
         self._infos: Dict[str, Tuple[Optional[CameraInfo], float]] = {"left": (None, 0.0), "right": (None, 0.0)}
         self._camera_status: Tuple[int, str] = (2, "no camera_info received yet")
         self._warned: Dict[str, Tuple[float, int]] = {}   # key -> (last logged, suppressed since)
-        self._drops_reported = 0
         self._processed_reported = 0
         self._last_drops: Dict[str, int] = {}
 
@@ -418,7 +417,6 @@ class StereoNetNode(Node):
         new_drops = {r: n - self._last_drops.get(r, 0) for r, n in drops.items() if n > self._last_drops.get(r, 0)}
         new_processed = snap["processed"] - self._processed_reported
         self._last_drops, self._processed_reported = dict(drops), snap["processed"]
-        self._drops_reported = total
         faults = {r: n for r, n in new_drops.items() if r not in ("overrun", "unpaired")}
         if faults and new_processed == 0:
             pipe.level = DiagnosticStatus.ERROR
@@ -453,14 +451,14 @@ class StereoNetNode(Node):
         cam.values = [_kv(k, v) for k, v in values.items()]
         return cam
 
-    def _device_status(self) -> DiagnosticStatus:
+    def _device_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
         engine = self.engine
         st = DiagnosticStatus(name="stereonet: device", hardware_id=str(engine.device))
         requested = str(self.values["device"])
         fallback = requested not in ("auto", "cpu") and engine.device.type == "cpu"
         st.values = [_kv("requested", requested), _kv("device", engine.device),
                      _kv("precision", engine.precision_name), _kv("input_scale", engine.input_scale),
-                     _kv("out_of_memory drops", self.stats.snapshot()["drops"].get("out_of_memory", 0))]
+                     _kv("out_of_memory drops", snap["drops"].get("out_of_memory", 0))]
         if fallback:
             st.level, st.message = DiagnosticStatus.WARN, f"'{requested}' unavailable: running on the CPU"
         else:
@@ -472,7 +470,7 @@ class StereoNetNode(Node):
             snap = self.stats.snapshot()
             arr = DiagnosticArray()
             arr.header.stamp = self.get_clock().now().to_msg()
-            arr.status = [self._pipeline_status(snap), self._camera_status_msg(), self._device_status()]
+            arr.status = [self._pipeline_status(snap), self._camera_status_msg(), self._device_status(snap)]
             self.pub_diag.publish(arr)
         except Exception as exc:  # noqa: BLE001 - reporting must never take the node down
             self._warn("diagnostics", f"/diagnostics not published: {type(exc).__name__}: {exc}")

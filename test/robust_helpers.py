@@ -92,6 +92,7 @@ class DiagReader:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         self.lock = threading.Lock()
         self.latest: Dict[str, Any] = {}
+        self.history: List[tuple] = []   # (name, level, message) of every status received
         self.count = 0
         self.prefix = prefix
         self.sub = node.create_subscription(DiagnosticArray, "/diagnostics", self._cb,
@@ -103,6 +104,8 @@ class DiagReader:
             for st in arr.status:
                 if st.name.startswith(self.prefix):
                     self.latest[st.name] = st
+                    lv = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
+                    self.history.append((st.name, lv, st.message))
 
     def status(self, name: str = "stereonet: pipeline") -> Any:
         with self.lock:

@@ -233,6 +233,10 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
         s.bad_pair("bad_geometry", "baseline 0 m from right P[0,3]",
                    image_msg(rgb_l, "rgb8", t), image_msg(rgb_r, "rgb8", t), s.infos(t, baseline=0.0))
     assert len(s.log.matching("baseline 0 m from right", min_level=ERROR)) == 1
+    # Report periods with only dropped pairs and no output are an ERROR, naming the reason.
+    with s.diag.lock:
+        assert any(n == "stereonet: pipeline" and lv == 2 and "no output" in m and "bad_geometry" in m
+                   for n, lv, m in s.diag.history), s.diag.history[-5:]
     assert s.camera_level(2, s.infos(t, baseline=0.0), **{"baseline plausible": "False",
                                                           "baseline sign": "zero/invalid"})
     for kw, text in (({"baseline": -0.1}, "baseline -0.1 m from right"), ({"fx": float("nan")}, "NaN or inf"),
@@ -310,3 +314,26 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     # Clean stop: the worker thread ends with the node.
     s.close()
     assert wait_for(lambda: not any(t.is_alive() for t in workers_before), 5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda_falls_back_to_cpu_with_a_warning(ros, tiny_checkpoint):
+    ns = "/fallback"
+    test = ros.create_node("fallback_tester", namespace=ns)
+    log = RosoutReader(test)
+    diag = DiagReader(test)
+    node = StereoNetNode(namespace=ns, parameter_overrides=[
+        Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cuda"),
+        Parameter("diagnostics_period", value=0.1)])
+    spin = Spinner(node, test)
+    try:
+        assert node.engine.device.type == "cpu"
+        assert log.wait("device 'cuda' requested but CUDA is unavailable: running on the CPU")
+        assert wait_for(lambda: diag.level("stereonet: device") == 1, 10), diag.status("stereonet: device")
+        dev = diag.values("stereonet: device")
+        assert (dev["requested"], dev["device"], dev["precision"]) == ("cuda", "cpu", "fp32")
+        assert diag.wait_value("event device_fallback", lambda v: int(v) == 1)
+    finally:
+        spin.close()
+        node.destroy_node()
+        test.destroy_node()

@@ -139,7 +139,8 @@ def test_bad_configuration_exits_2_without_traceback(process_runs, cases, case):
 
 
 # ----- runtime --------------------------------------------------------------------------------
-def _set(client, spinner_node_exec, params, timeout=20.0):
+def _set(client, params, timeout=20.0):
+    """SetParameters through the real service; the per-parameter results."""
     fut = client.set_parameters(params)
     assert wait_for(fut.done, timeout), "SetParameters service did not answer"
     return fut.result().results
@@ -196,7 +197,7 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
         for params, text in rejected:
             # SetParameters (non-atomic) answers per parameter: the depth pair's max_depth
             # alone is fine, then min_depth above it is refused by the cross-check.
-            failed = [r for r in _set(client, None, params) if not r.successful]
+            failed = [r for r in _set(client, params) if not r.successful]
             assert len(failed) == 1, params
             assert text in failed[0].reason and "Traceback" not in failed[0].reason, failed[0].reason
             produces()  # the old model and values keep working
@@ -204,7 +205,7 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
         assert diag.wait_value("event parameter_rejected", lambda v: int(v) == len(rejected)), diag.values()
         assert diag.values()["model"].endswith(f"'{tiny_checkpoint}'")
         # A good change is accepted and takes effect.
-        results = _set(client, None, [Parameter("input_scale", value=0.5)])
+        results = _set(client, [Parameter("input_scale", value=0.5)])
         assert results[0].successful, results[0].reason
         produces()
         assert diag.wait_value("model", lambda v: "input_scale=0.5" in v)
