@@ -60,15 +60,20 @@ def _zeroed_bytes(nbytes: int) -> array.array:
     return array.array("B", b"\0") * nbytes
 
 
-def _write_rgb(dst: np.ndarray, rgb8: np.ndarray) -> None:
-    """Write (..., 3) uint8 RGB as packed 0x00RRGGBB into the float32 field view ``dst``."""
+def _interleave(dst: np.ndarray, points: np.ndarray, rgb8: Optional[np.ndarray]) -> None:
+    """Write (H, W, 3) float32 xyz and optional (H, W, 3) uint8 RGB into the (H, W, 3|4)
+    float32 point buffer ``dst`` (colour packed 0x00RRGGBB into the 4th field, which must be
+    zero on entry). OpenCV's mixChannels does the strided channel copies with SIMD, several
+    times faster than numpy's per-element loop over a 3-wide inner axis."""
+    cv2.mixChannels([np.ascontiguousarray(points, dtype=np.float32)], [dst], [0, 0, 1, 1, 2, 2])
+    if rgb8 is None:
+        return
     if sys.byteorder == "little":
-        # Little-endian uint32 0x00RRGGBB is the bytes B, G, R, 0: copy the three bytes
-        # straight into the (already zeroed) field, no uint32 temporaries.
-        b = dst[..., None].view(np.uint8)
-        b[..., :3] = rgb8[..., ::-1]
+        # Little-endian uint32 0x00RRGGBB is the bytes B, G, R, 0 at offsets 12..15.
+        cv2.mixChannels([np.ascontiguousarray(rgb8, dtype=np.uint8)],
+                        [dst.view(np.uint8)], [0, 14, 1, 13, 2, 12])
     else:  # pragma: no cover - big-endian hosts
-        dst[...] = pack_rgb(rgb8)
+        dst[..., 3] = pack_rgb(rgb8)
 
 
 _XYZ_FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
@@ -98,16 +103,11 @@ def make_cloud(header: Header, points: np.ndarray, rgb8: Optional[np.ndarray] = 
     data = _zeroed_bytes(4 * nfields * n_h * n_w)
     buf = np.frombuffer(data, dtype=np.float32).reshape(n_h, n_w, nfields)
     if keep is None:
-        buf[..., :3] = points
-        if rgb8 is not None:
-            _write_rgb(buf[..., 3], rgb8)
-    else:
+        _interleave(buf, points, rgb8)
+    elif n_w:
         # Interleave first, then one row gather straight into the message buffer.
-        full = np.empty((h, w, nfields), dtype=np.float32)
-        full[..., :3] = points
-        if rgb8 is not None:
-            full[..., 3] = 0.0
-            _write_rgb(full[..., 3], rgb8)
+        full = np.zeros((h, w, nfields), dtype=np.float32)
+        _interleave(full, points, rgb8)
         np.compress(keep.ravel(), full.reshape(-1, nfields), axis=0, out=buf.reshape(-1, nfields))
     del buf  # drop the buffer export before the message takes the array
     msg = PointCloud2()
