@@ -212,17 +212,21 @@ class StereoEngine:
             h, w_ = x.shape[-2:]
             size = (max(1, round(h * self.input_scale)), max(1, round(w_ * self.input_scale)))
             x = F.interpolate(x, size=size, mode="area")
-        # One fused pass into a dense float32 tensor in the model's layout (the input may be
-        # an HWC view of the image).
-        out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=self._fmt)
-        x = torch.addcmul(self._shift, x, scale, out=out)
+        # One fused pass, (x - mean) / std (and /255 for uint8), written straight into the
+        # padded float32 tensor in the model's layout (the input may be an HWC view); the
+        # bottom/right border then replicates the last row/column: zero padding would create
+        # a strong false edge to match. No separate pad and layout-conversion passes.
         step = 2 ** self.config.k
-        h, w_ = x.shape[-2:]
+        n, c, h, w_ = x.shape
         ph, pw = (-h) % step, (-w_) % step
-        if ph or pw:
-            # Replicate the border: zero padding would create a strong false edge to match.
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate").contiguous(memory_format=self._fmt)
-        return x
+        out = torch.empty((n, c, h + ph, w_ + pw), dtype=torch.float32, device=x.device,
+                          memory_format=self._fmt)
+        torch.addcmul(self._shift, x, scale, out=out[:, :, :h, :w_])
+        if ph:
+            out[:, :, h:, :w_] = out[:, :, h - 1:h, :w_]
+        if pw:
+            out[:, :, :, w_:] = out[:, :, :, w_ - 1:w_]
+        return out
 
     # ----- optional torch.compile ---------------------------------------------------------
     @property
