@@ -129,9 +129,15 @@ def cloud_to_numpy(msg: PointCloud2) -> np.ndarray:
 
 
 def colorize_disparity(disp: np.ndarray, valid: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """bgr8 colour map of disparity over [lo, hi] (near = warm); invalid pixels black."""
+    """bgr8 colour map of disparity over [lo, hi] (near = warm); invalid pixels black.
+
+    Three OpenCV passes (clamp below, scale+saturate to uint8 with NaN -> 0, colour map, mask)
+    instead of five numpy temporaries; the colour index is rounded, not truncated.
+    """
     scale = 255.0 / max(hi - lo, 1e-6)
-    d8 = np.clip((np.nan_to_num(disp, nan=lo) - lo) * scale, 0, 255).astype(np.uint8)
+    # convertScaleAbs takes |x|: clamp below lo first so under-range stays at the cold end.
+    clamped = np.maximum(np.asarray(disp, dtype=np.float32), np.float32(lo))
+    d8 = cv2.convertScaleAbs(clamped, alpha=scale, beta=-lo * scale)
     color = cv2.applyColorMap(d8, cv2.COLORMAP_TURBO)
-    color[~valid] = 0
-    return color
+    mask = np.ascontiguousarray(valid, dtype=bool).view(np.uint8)
+    return cv2.bitwise_and(color, color, mask=mask)
