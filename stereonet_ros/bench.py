@@ -48,6 +48,7 @@ from .model import StereoNet, StereoNetConfig, difference_cost_volume
 
 DEFAULT_SIZES = "640x480,960x540,1280x720"
 SECTIONS = ("model", "memory", "node", "sgbm", "knobs")
+MICRO_PARTS = ("cost_volume", "fold_bn", "channels_last", "threads")
 OUTPUT_TOPICS = ("disparity", "depth", "points2", "confidence", "disparity/color")
 SCENE_DISPARITY = 24  # px, the synthetic plane's shift (well inside every searched range)
 
@@ -163,19 +164,38 @@ def with_refiners(loaded: LoadedCheckpoint, n: Optional[int]) -> LoadedCheckpoin
     return dataclasses.replace(loaded, model=model, config=config)
 
 
+#: The recipe the bundled default checkpoint is trained from (its ``model:`` section).
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "config" / "train_default.yaml"
+
+
+def default_architecture() -> Tuple[StereoNetConfig, str]:
+    """Architecture of the bundled default model: the ``model:`` section of the training
+    recipe when it is available (source tree), else ``StereoNetConfig()`` (the paper's)."""
+    try:
+        import yaml
+        with open(DEFAULT_RECIPE) as f:
+            model = (yaml.safe_load(f) or {}).get("model") or {}
+        fields = set(StereoNetConfig.__dataclass_fields__)
+        return StereoNetConfig(**{k: v for k, v in model.items() if k in fields}), str(DEFAULT_RECIPE)
+    except (OSError, ImportError, TypeError, ValueError, AttributeError):
+        return StereoNetConfig(), "StereoNetConfig() defaults"
+
+
 def load_or_random(path: str) -> Tuple[LoadedCheckpoint, str]:
     """Load ``path`` ('' = the bundled default). If the bundled default does not exist yet,
     a random model of the default architecture (timings are identical; outputs meaningless)
     is saved to a temporary file so the node can load it too. Returns (checkpoint, note)."""
     if path or DEFAULT_CHECKPOINT.exists():
         return load_checkpoint(path or None), ""
+    config, source = default_architecture()
     torch.manual_seed(0)
-    model = StereoNet(StereoNetConfig()).eval()
+    model = StereoNet(config).eval()
     tmp = Path(tempfile.mkdtemp(prefix="stereonet_bench_")) / "random_default.pt"
     save_weights(tmp, model, Normalization(), {"weights": "random (bench fallback)"})
     note = (f"NOTE: the bundled checkpoint {DEFAULT_CHECKPOINT} does not exist yet; benchmarking a "
-            f"RANDOMLY INITIALISED model of the default architecture ({tmp}). Speed is the same as "
-            "for trained weights; the disparities are meaningless.")
+            f"RANDOMLY INITIALISED model of the default architecture (from {source}: "
+            f"{config.to_dict()}) saved at {tmp}. Speed is the same as for trained weights; the "
+            "disparities are meaningless.")
     return load_checkpoint(tmp), note
 
 
@@ -209,6 +229,7 @@ class BenchConfig:
     micro: bool
     compile_backend: str = ""
     compile_timeout: float = 900.0
+    micro_parts: Tuple[str, ...] = MICRO_PARTS
 
 
 # ----- sections ------------------------------------------------------------------------------
@@ -253,6 +274,8 @@ class Bench:
                 "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpu": gpu,
                 "device": str(self.device), "torch": torch.__version__,
                 "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp default, spins)"),
+                "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
                 "checkpoint": c.path, "checkpoint_note": self.note, "config": c.config.to_dict(),
                 "engine": e.describe(), "iters": self.cfg.iters, "warmup": self.cfg.warmup,
                 "sizes": [f"{w}x{h}" for w, h in self.cfg.sizes]}
@@ -585,9 +608,14 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     size = bench.cfg.sizes[0]
 
-    log("[micro: cost volume, vectorised vs Python loop over disparities]")
+    parts = bench.cfg.micro_parts
+    frames = bench.frames[size]
+    eng = bench.engine("fp32")
+    left, right = bench._prepared(eng, frames)
     rows = []
-    for (w, h) in bench.cfg.sizes:
+    if "cost_volume" in parts:
+        log("[micro: cost volume, vectorised vs Python loop over disparities]")
+    for (w, h) in (bench.cfg.sizes if "cost_volume" in parts else []):
         fh, fw = -(-h // 2 ** cfg.k), -(-w // 2 ** cfg.k)
         g = torch.Generator().manual_seed(0)
         ref = torch.randn(1, cfg.features, fh, fw, generator=g).to(dev)
@@ -600,12 +628,25 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
         rows.append(_pair("cost_volume", "python_loop", "vectorised", ta, tb, size=f"{w}x{h}",
                           volume=[1, cfg.features, d, fh, fw], max_abs_diff=err))
         log(f"  {w}x{h}: loop {rows[-1]['a_mean_ms']:.2f} ms, vectorised {rows[-1]['b_mean_ms']:.2f} ms")
-    out["cost_volume"] = rows
+    if rows:
+        out["cost_volume"] = rows
 
-    frames = bench.frames[size]
-    eng = bench.engine("fp32")
-    left, right = bench._prepared(eng, frames)
+    if "fold_bn" in parts:
+        out["fold_bn"] = micro_fold_bn(bench, eng, left, right, iters)
+    if "channels_last" in parts:
+        out["channels_last"] = micro_channels_last(bench, frames, iters)
+    if bench.cfg.compile_backend:
+        out["compile"] = micro_compile(bench, frames, iters)
+    if dev.type == "cpu" and "threads" in parts:
+        out["threads"] = micro_threads(bench, eng, left, right, iters)
+    return out
 
+
+def micro_fold_bn(bench: Bench, eng: StereoEngine, left: torch.Tensor, right: torch.Tensor,
+                  iters: int) -> Dict[str, Any]:
+    """Engine with BatchNorm folded (default) vs separate BatchNorm, model forward fp32."""
+    log, sync, size = bench.log, bench.sync, bench.cfg.sizes[0]
+    out: Dict[str, Any] = {}
     log(f"[micro: BatchNorm folded into the convolutions vs separate, fp32 forward at {size[0]}x{size[1]}]")
     plain = bench.engine("fp32", fold_bn=False)
     fwd = lambda e: lambda: e.model(left, right, with_confidence=True, candidates=e.candidates)  # noqa: E731
@@ -616,7 +657,13 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
                            max_abs_disparity_diff_px=diff)
     log(f"  separate {out['fold_bn']['a_mean_ms']:.1f} ms, folded {out['fold_bn']['b_mean_ms']:.1f} ms, "
         f"max |diff| {diff:.2e} px")
+    return out["fold_bn"]
 
+
+def micro_channels_last(bench: Bench, frames: Tuple[np.ndarray, np.ndarray], iters: int) -> Dict[str, Any]:
+    """Engine with NHWC vs NCHW 2D convolutions, model forward fp32."""
+    log, sync, size = bench.log, bench.sync, bench.cfg.sizes[0]
+    out: Dict[str, Any] = {}
     log(f"[micro: channels_last (NHWC) vs contiguous (NCHW), fp32 forward at {size[0]}x{size[1]}]")
     nchw, nhwc = bench.engine("fp32", channels_last=False), bench.engine("fp32", channels_last=True)
     (l1, r1), (l2, r2) = bench._prepared(nchw, frames), bench._prepared(nhwc, frames)
@@ -629,13 +676,7 @@ def micro_benchmarks(bench: Bench) -> Dict[str, Any]:
                                  size=f"{size[0]}x{size[1]}", max_abs_disparity_diff_px=diff)
     log(f"  contiguous {out['channels_last']['a_mean_ms']:.1f} ms, channels_last "
         f"{out['channels_last']['b_mean_ms']:.1f} ms, max |diff| {diff:.2e} px")
-
-    if bench.cfg.compile_backend:
-        out["compile"] = micro_compile(bench, frames, iters)
-
-    if dev.type == "cpu":
-        out["threads"] = micro_threads(bench, eng, left, right, iters)
-    return out
+    return out["channels_last"]
 
 
 def micro_compile(bench: Bench, frames: Tuple[np.ndarray, np.ndarray], iters: int) -> Dict[str, Any]:
@@ -725,7 +766,9 @@ def format_report(r: Dict[str, Any]) -> str:
     m = r["meta"]
     lines = [f"stereonet-bench  {m['date_utc']}  device {m['device']}"
              + (f" ({m['gpu']})" if m.get("gpu") else "")
-             + f"  CPU {m['cpu']} x{m['cpu_count']}  torch {m['torch']} ({m['torch_threads']} threads)",
+             + f"  CPU {m['cpu']} x{m['cpu_count']}  torch {m['torch']} ({m['torch_threads']} threads, "
+             f"OMP_WAIT_POLICY {m['omp_wait_policy']}, load average "
+             f"{'?' if not m.get('load_average') else format(m['load_average'][0], '.1f')})",
              f"model: {m['engine']}"]
     if m.get("checkpoint_note"):
         lines.append("!!! " + m["checkpoint_note"])
@@ -803,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subset of " + ",".join(SECTIONS) + " ('none' with --micro: only the micro benchmarks)")
     p.add_argument("--micro", action="store_true", help="also run the micro benchmarks (cost volume, "
                                                          "channels_last, threads)")
+    p.add_argument("--micro-parts", default=",".join(MICRO_PARTS), help="subset of " + ",".join(MICRO_PARTS))
     p.add_argument("--compile", default="", metavar="BACKEND",
                    help="with --micro: also time torch.compile(backend=BACKEND), e.g. inductor")
     p.add_argument("--compile-timeout", type=float, default=900.0, help="seconds to wait for the compile")
@@ -845,7 +889,8 @@ def _main(args: argparse.Namespace) -> int:
                       refiners=[], num_threads=args.num_threads,
                       node_frames=args.node_frames or (50 if cuda else 5),
                       knob_size=(args.knob_size or args.sizes)[0], sections=sections, micro=args.micro,
-                      compile_backend=args.compile, compile_timeout=args.compile_timeout)
+                      compile_backend=args.compile, compile_timeout=args.compile_timeout,
+                      micro_parts=tuple(x.strip() for x in args.micro_parts.split(",") if x.strip()))
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     # Refiner defaults depend on the checkpoint: all of them, then 1 and 0.
     probe, _ = load_or_random(args.checkpoint) if args.refiners is None else (None, "")
