@@ -8,31 +8,48 @@ and the older one is dropped (counted as 'overrun'): latency stays bounded, memo
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
 import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
-from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from stereo_msgs.msg import DisparityImage
+_early_stop: List[int] = []
 
-from . import messages
-from .checkpoint import CheckpointError
-from .engine import EngineConfigError, StereoEngine
-from .params import SPECS, validate, validate_all
-from .pipeline import FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair
-from .stats import DROP_REASONS, EVENTS, NodeStats
-from .sync import StereoPairer, stamp_ns
+
+def _record_early_signal(signum: int, _frame: Any) -> None:
+    """SIGINT/SIGTERM before rclpy is up: remember it, main() exits 0 once it can.
+
+    Raising KeyboardInterrupt instead is unreliable: ``import torch`` swallows one that
+    arrives while it loads, and the node would then run on as if never asked to stop.
+    """
+    _early_stop.append(signum)
+
+
+if __name__ == "__main__":  # set before the heavy imports below (seconds of torch)
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, _record_early_signal)
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
+from rclpy.exceptions import ParameterException  # noqa: E402
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data  # noqa: E402
+from rclpy.qos_overriding_options import QoSOverridingOptions  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from stereo_msgs.msg import DisparityImage  # noqa: E402
+
+from . import messages  # noqa: E402
+from .checkpoint import CheckpointError  # noqa: E402
+from .engine import EngineConfigError, StereoEngine  # noqa: E402
+from .params import SPECS, validate, validate_all  # noqa: E402
+from .pipeline import FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair  # noqa: E402
+from .stats import DROP_REASONS, EVENTS, NodeStats  # noqa: E402
+from .sync import StereoPairer, stamp_ns  # noqa: E402
 
 try:  # On a robot message_filters comes from the ROS install; the built-in pairer otherwise.
     import message_filters  # type: ignore
@@ -502,8 +519,10 @@ def main(args: Optional[List[str]] = None) -> int:
 
     SIGINT and SIGTERM (rclpy's handlers) end the spin; the worker is joined and 0 returned.
     """
+    if _early_stop:  # stopped while still importing
+        return 0
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handling from here on
     except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
         print(f"[FATAL] [stereonet]: cannot start: bad command line or parameters file: "
               f"{type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
@@ -511,6 +530,8 @@ def main(args: Optional[List[str]] = None) -> int:
     node = None
     code = 0
     try:
+        if _early_stop:
+            return 0
         node = StereoNetNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
@@ -520,6 +541,11 @@ def main(args: Optional[List[str]] = None) -> int:
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise  # a bug, not a stop request: keep the traceback
+        # SIGINT/SIGTERM shut the context down while the node was being built; whatever
+        # rcl call failed on the invalid context is the stop request itself. Exit 0.
     finally:
         if node is not None:
             node.shutdown()

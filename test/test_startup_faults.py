@@ -252,3 +252,26 @@ def test_signal_while_processing_exits_cleanly(ros, tmp_path, tiny_checkpoint, s
     out = proc.output()
     assert code == 0, out
     assert "Traceback" not in out and "Exception" not in out, out
+
+
+def test_signal_during_startup_exits_cleanly(ros_domain, tmp_path, tiny_checkpoint):
+    """A stop request while torch is still importing, or while the node is being built,
+    ends the process with 0 and no traceback (it used to be swallowed by torch's import:
+    the node then ran on; or to surface as an RCLError from the shut-down context)."""
+    cases = {"SIGINT_importing": (signal.SIGINT, None), "SIGTERM_importing": (signal.SIGTERM, None),
+             "SIGINT_building": (signal.SIGINT, "StereoNet k=")}
+    procs = {n: NodeProcess(tmp_path / f"{n}.log", {"checkpoint": str(tiny_checkpoint)}, namespace=f"/early_{i}")
+             for i, n in enumerate(cases)}
+    try:
+        time.sleep(0.3)
+        for name, (sig, after) in cases.items():
+            if after is not None:  # the engine is loaded: subscriptions and timers come next
+                assert wait_for(lambda: after in procs[name].output(), 60, 0.005), procs[name].output()
+            procs[name].signal(sig)
+        codes = {n: p.wait(30) for n, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.close()
+    for name, p in procs.items():
+        assert codes[name] == 0, (name, p.output())
+        assert "Traceback" not in p.output(), (name, p.output())
