@@ -120,8 +120,10 @@ def difference_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: i
     ``cost[b, c, d, y, x] = ref[b, c, y, x] - other[b, c, y, x + direction * d]``
     where that column exists, else 0. ``direction=-1`` matches a left reference
     against the right image (x_r = x_l - d); ``+1`` a right reference against the left.
-    Returns ``(B, C, D, H, W)``. No Python loop over d: ``other`` is padded once and
-    D shifted windows are taken with ``unfold`` (a view), then subtracted.
+    Returns ``(B, C, D, H, W)``, contiguous. No Python loop over d: ``other`` is padded once
+    and D shifted windows are taken with ``unfold`` (a view). At inference the difference is
+    written straight into the contiguous output and the out-of-image triangle zeroed in place
+    (two passes over the volume instead of subtract, mask-multiply and layout copy).
     """
     b, c, h, w = other.shape
     dmax = candidates - 1
@@ -131,15 +133,20 @@ def difference_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: i
     else:
         padded = F.pad(other, (0, dmax))  # column x + d lives at padded[x + d]
         windows = padded.unfold(3, w, 1)
-    cost = ref.unsqueeze(3) - windows                # (B, C, H, D, W)
+    shifted = windows.permute(0, 1, 3, 2, 4)         # (B, C, D, H, W) view
     cols = torch.arange(w, device=ref.device)
     shifts = torch.arange(candidates, device=ref.device)
     if direction < 0:
-        valid = cols.unsqueeze(0) >= shifts.unsqueeze(1)          # x - d >= 0
+        invalid = cols.unsqueeze(0) < shifts.unsqueeze(1)         # x - d < 0
     else:
-        valid = cols.unsqueeze(0) + shifts.unsqueeze(1) < w       # x + d < w
-    cost = cost * valid.to(cost.dtype)
-    return cost.permute(0, 1, 3, 2, 4).contiguous()  # (B, C, D, H, W)
+        invalid = cols.unsqueeze(0) + shifts.unsqueeze(1) >= w    # x + d >= w
+    invalid = invalid.view(candidates, 1, w)
+    if torch.is_grad_enabled() and (ref.requires_grad or other.requires_grad):
+        # Training: out= and in-place ops do not record gradients; same values.
+        return (ref.unsqueeze(2) - shifted).masked_fill(invalid, 0.0).contiguous()
+    cost = torch.empty((b, c, candidates, h, w), dtype=torch.result_type(ref, other), device=ref.device)
+    torch.sub(ref.unsqueeze(2), shifted, out=cost)
+    return cost.masked_fill_(invalid, 0.0)
 
 
 class CostFilter(nn.Module):
