@@ -360,10 +360,10 @@ class Bench:
         variants += [("refiners", n, {"loaded": with_refiners(self.base_ckpt, n)}) for n in c.refiners[1:]]
         rows: List[Dict[str, Any]] = []
         base_ms = None
-        # A CPU frame takes seconds: one timed call per knob, no warm-up (first-call set-up is
-        # milliseconds against seconds), keeps the default run within a few minutes.
+        # One warm-up per knob even on the CPU: a new cost-volume depth or input size needs
+        # new oneDNN primitives, and that first call measured up to 2x a steady frame.
         cpu = self.device.type == "cpu"
-        iters, warmup = (max(1, c.iters - 1), 0) if cpu else (c.iters, c.warmup)
+        iters, warmup = (max(1, c.iters - 1), max(1, c.warmup)) if cpu else (c.iters, c.warmup)
         for name, value, kw in variants:
             eng = self.engine(**kw)
             ms = time_calls(lambda: eng.infer(lf, rf, with_confidence=True), iters, warmup, self.sync)
