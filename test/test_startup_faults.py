@@ -262,12 +262,22 @@ def test_signal_during_startup_exits_cleanly(ros_domain, tmp_path, tiny_checkpoi
              "SIGINT_building": (signal.SIGINT, "StereoNet k=")}
     procs = {n: NodeProcess(tmp_path / f"{n}.log", {"checkpoint": str(tiny_checkpoint)}, namespace=f"/early_{i}")
              for i, n in enumerate(cases)}
+
+    def loading_rclpy(p: NodeProcess) -> bool:
+        """The node module runs (it imports rclpy right after its early handlers, torch
+        after that); before, the signal would hit the interpreter's own start-up."""
+        try:
+            return "_rclpy_pybind11" in Path(f"/proc/{p.pid}/maps").read_text()
+        except OSError:
+            return False
     try:
-        time.sleep(0.3)
         for name, (sig, after) in cases.items():
-            if after is not None:  # the engine is loaded: subscriptions and timers come next
-                assert wait_for(lambda: after in procs[name].output(), 60, 0.005), procs[name].output()
-            procs[name].signal(sig)
+            p = procs[name]
+            if after is None:
+                assert wait_for(lambda: loading_rclpy(p), 60, 0.005), p.output()
+            else:  # the engine is loaded: subscriptions and timers come next
+                assert wait_for(lambda: after in p.output(), 60, 0.005), p.output()
+            p.signal(sig)
         codes = {n: p.wait(30) for n, p in procs.items()}
     finally:
         for p in procs.values():
