@@ -34,17 +34,33 @@ def console_scripts() -> dict:
 
 
 def launch_calls(path: Path, func: str):
+    """Calls of ``func`` with their keywords, ``**name`` expanded where ``name = dict(...)``."""
     tree = ast.parse(path.read_text())
+    dicts, consts = {}, {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and len(node.targets) == 1:
+            consts[getattr(node.targets[0], "id", None)] = node.value
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                and getattr(node.value.func, "id", None) == "dict" and len(node.targets) == 1:
+            dicts[getattr(node.targets[0], "id", None)] = node.value.keywords
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == func:
+            kws = []
+            for k in node.keywords:
+                kws += dicts.get(getattr(k.value, "id", None), []) if k.arg is None else [k]
+            # module constants (PACKAGE = "stereonet_ros") resolve to their literal
+            node.keywords = [ast.keyword(arg=k.arg, value=consts.get(getattr(k.value, "id", None), k.value))
+                             for k in kws]
             yield node
 
 
-def kw(call: ast.Call, name: str):
+def kw(call: ast.Call, name: str, required: bool = True):
     for k in call.keywords:
         if k.arg == name:
             return k.value
-    return None
+    if not required:
+        return None
+    raise AssertionError(f"launch call without a literal '{name}'")
 
 
 def test_console_scripts_resolve_to_functions():
@@ -71,12 +87,12 @@ def test_launch_files_match_setup_config_and_node():
             exe = kw(call, "executable").value
             if pkg == "stereonet_ros":
                 assert exe in scripts, f"{path.name}: executable {exe} not in setup.py"
-                params = kw(call, "parameters")
+                params = kw(call, "parameters", required=False)
                 for elt in getattr(params, "elts", []):
                     if isinstance(elt, ast.Dict):
                         for k in elt.keys:
                             assert k.value in SPECS, f"{path.name}: unknown parameter {k.value}"
-                for pair in getattr(kw(call, "remappings"), "elts", []):
+                for pair in getattr(kw(call, "remappings", required=False), "elts", []):
                     assert pair.elts[0].value in NODE_INPUTS | NODE_OUTPUTS, pair.elts[0].value
         for ref in re.findall(r'"config",\s*"([^"]+)"', text):
             assert (ROOT / "config" / ref).exists(), f"{path.name} refers to missing config/{ref}"
