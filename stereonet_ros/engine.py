@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from .model import StereoNet, fold_batchnorm, to_channels_last
+from .model import StereoNet, fold_batchnorm, to_channels_last, use_onednn_conv3d
 
 log = logging.getLogger("stereonet_ros.engine")
 
@@ -146,6 +146,8 @@ class StereoEngine:
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.channels_last:
             to_channels_last(self.model)
+        if self.device.type == "cpu":
+            use_onednn_conv3d(self.model)  # short cost volumes: see model._OneDNNConv3d
         mean = torch.tensor(self.ckpt.normalization.mean, dtype=torch.float32)
         std = torch.tensor(self.ckpt.normalization.std, dtype=torch.float32)
         self._mean = mean.view(1, -1, 1, 1).to(self.device)
