@@ -259,6 +259,7 @@ class _OneDNNConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
+                and not torch.compiler.is_compiling()  # traced graphs choose their own kernels
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
                                             self.stride, self.dilation, self.groups)
