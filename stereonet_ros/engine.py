@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -194,7 +195,15 @@ class StereoEngine:
             a = np.ascontiguousarray(rgb)  # copies only a flipped (bgr) or padded view
         else:
             a = np.ascontiguousarray(rgb, dtype=np.float32)
-        t = torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
+        if a.flags.writeable:
+            t = torch.from_numpy(a)
+        else:
+            # A view of a read-only message buffer (bags, bytes): torch warns because it could
+            # write through it; the engine only reads its input, so silence just this case.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                t = torch.from_numpy(a)
+        t = t.permute(2, 0, 1).unsqueeze(0)
         if self._pin:
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
