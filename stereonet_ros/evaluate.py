@@ -54,8 +54,9 @@ def render_cloud(points: np.ndarray, rgb8: Optional[np.ndarray], size: tuple[int
 
     The cloud is rotated about its median point (yaw about y, pitch about x) and seen by a
     virtual pinhole looking along +z from behind the original camera; a z-buffer by
-    painter's order (far points drawn first) keeps near surfaces on top. NaN points are
-    skipped; without colour, points are shaded by depth.
+    painter's order (far points drawn first) keeps near surfaces on top. NaN points and,
+    in clouds of 100+ points, the nearest 1 % and farthest 3 % by depth are skipped;
+    without colour, points are shaded by depth.
     """
     w, h = size
     img = np.zeros((h, w, 3), np.uint8)
@@ -64,6 +65,9 @@ def render_cloud(points: np.ndarray, rgb8: Optional[np.ndarray], size: tuple[int
     if ok.sum() < 3:
         cv2.putText(img, "no valid points", (10, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
         return img
+    if ok.sum() >= 100:  # a few far outliers (d near 0) would shrink the rest to a speck
+        lo, hi = np.percentile(pts[ok, 2], (1, 97))
+        ok &= (pts[:, 2] >= lo) & (pts[:, 2] <= hi)
     p = pts[ok].astype(np.float64)
     centre = np.median(p, axis=0)
     ya, pa = math.radians(yaw_deg), math.radians(pitch_deg)
