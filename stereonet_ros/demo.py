@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from . import bag
+from .metrics import metrics_line
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 NETNS_MARK = "STEREONET_DEMO_NETNS"
@@ -379,11 +380,7 @@ def summary_text(r: Dict[str, Any]) -> str:
              f"latency (input publish -> output arrival) p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms",
              f"  dropped: {r['dropped']} of {r['pairs_published']} pairs; node reasons: "
              f"{r['node_drops_by_reason'] or 'none'}"]
-    if m:
-        lines.append(f"  accuracy vs gt ({m['frames']} frames): EPE {m['epe']:.2f} px, bad1 {m['bad1']:.1f} %, "
-                     f"bad2 {m['bad2']:.1f} %, bad4 {m['bad4']:.1f} %, D1 {m['d1']:.1f} %, density {m['density']:.1f} %")
-    else:
-        lines.append("  accuracy: no output frame to compare with ground truth")
+    lines.append("  " + metrics_line(m))
     lines.append(f"  node stopped with SIGINT: exit code {r['node_stop'].get('exit_code')}"
                  f"{'' if r['node_stop'].get('clean') else ' (NOT clean: ' + str(r['node_stop'].get('note', '')) + ')'}")
     if r["random_weights"]:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from . import bag
-from .metrics import disparity_metrics, mean_metrics
+from .metrics import disparity_metrics, mean_metrics, metrics_line
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair
 from .replay import percentiles  # noqa: F401 (shared latency statistics, no ROS import)
 
@@ -366,11 +366,7 @@ def summary_text(report: Dict[str, Any]) -> str:
     fr, m, lat = report["frames"], report["metrics"], report["latency_ms"]
     lines = [f"frames: {fr['processed']}/{fr['total']} processed, {fr['failed']} failed "
              f"{report['failures_by_reason'] or ''}"]
-    if m:
-        lines.append(f"accuracy vs gt ({m['frames']} frames): EPE {m['epe']:.3f} px, D1 {m['d1']:.2f} %, "
-                     f"bad1 {m['bad1']:.2f} %, bad2 {m['bad2']:.2f} %, density {m['density']:.1f} %")
-    else:
-        lines.append("accuracy: no ground truth")
+    lines.append(metrics_line(m))
     lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms; "
                  f"throughput {report['throughput_fps']:.2f} frames/s end to end, {report['compute_fps']:.2f} frames/s "
                  "pipeline only")

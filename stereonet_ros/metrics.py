@@ -91,3 +91,12 @@ def mean_metrics(per_frame: Iterable[Dict[str, float]]) -> Dict[str, float]:
     out["valid_pixels"] = int(w.sum())
     out["frames"] = len(frames)
     return out
+
+
+def metrics_line(m: Dict[str, float]) -> str:
+    """One human line of a ``mean_metrics`` result (terminal summaries of demo and eval)."""
+    if not m:
+        return "accuracy: no frame with ground truth"
+    return (f"accuracy vs gt ({m['frames']} frames): EPE {m['epe']:.2f} px, D1 {m['d1']:.1f} %, "
+            f"bad1 {m['bad1']:.1f} %, bad2 {m['bad2']:.1f} %, bad4 {m['bad4']:.1f} %, "
+            f"density {m['density']:.1f} %")
