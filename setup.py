@@ -24,7 +24,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "stereonet_node = stereonet_ros.node:main",
+            "stereonet_node = stereonet_ros.node_main:main",
             "stereonet-eval = stereonet_ros.evaluate:main",
             "stereonet-replay = stereonet_ros.replay:main",
             "stereonet-bench = stereonet_ros.bench:main",

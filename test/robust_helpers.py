@@ -28,8 +28,10 @@ class NodeProcess:
     """
 
     def __init__(self, log_path: Path, params: Dict[str, Any], namespace: str = "",
-                 params_file: Optional[str] = PARAMS_FILE, extra_args: Sequence[str] = ()) -> None:
-        args = [PYTHON, "-m", "stereonet_ros.node", "--ros-args"]
+                 params_file: Optional[str] = PARAMS_FILE, extra_args: Sequence[str] = (),
+                 module: str = "stereonet_ros.node") -> None:
+        # module "stereonet_ros.node_main" runs what the stereonet_node console script runs
+        args = [PYTHON, "-m", module, "--ros-args"]
         if params_file:
             args += ["--params-file", params_file]
         for k, v in params.items():

@@ -259,8 +259,11 @@ def test_signal_during_startup_exits_cleanly(ros_domain, tmp_path, tiny_checkpoi
     ends the process with 0 and no traceback (it used to be swallowed by torch's import:
     the node then ran on; or to surface as an RCLError from the shut-down context)."""
     cases = {"SIGINT_importing": (signal.SIGINT, None), "SIGTERM_importing": (signal.SIGTERM, None),
-             "SIGINT_building": (signal.SIGINT, "StereoNet k=")}
-    procs = {n: NodeProcess(tmp_path / f"{n}.log", {"checkpoint": str(tiny_checkpoint)}, namespace=f"/early_{i}")
+             "SIGINT_building": (signal.SIGINT, "StereoNet k="),
+             # the stereonet_node console script's entry point (setup.py), not `-m ...node`
+             "SIGINT_importing_console_script": (signal.SIGINT, None)}
+    procs = {n: NodeProcess(tmp_path / f"{n}.log", {"checkpoint": str(tiny_checkpoint)}, namespace=f"/early_{i}",
+                            module="stereonet_ros.node_main" if n.endswith("console_script") else "stereonet_ros.node")
              for i, n in enumerate(cases)}
 
     def loading_rclpy(p: NodeProcess) -> bool:
