@@ -31,7 +31,7 @@ import numpy as np
 from . import bag
 from .metrics import disparity_metrics, mean_metrics, metrics_line
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair
-from .replay import percentiles  # noqa: F401 (shared latency statistics, no ROS import)
+from .stats import percentiles
 
 OUTPUT_TOPICS = {"disparity": "/stereonet/disparity", "depth": "/stereonet/depth", "points": "/stereonet/points2"}
 

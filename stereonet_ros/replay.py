@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import bag
+from .stats import percentiles
 from .bag import _cdr_endian, cdr_stamp  # noqa: F401 (re-exported)
 
 #: Node output topics the recorder listens to (relative to its namespace) and their types.
@@ -45,19 +46,6 @@ RECORD_TOPICS = {"disparity": "stereo_msgs/msg/DisparityImage", "depth": "sensor
                  "points2": "sensor_msgs/msg/PointCloud2"}
 DIAG_TOPIC = "/diagnostics"
 PIPELINE_STATUS = "stereonet: pipeline"
-LATENCY_PERCENTILES = (50, 90, 95, 99)
-
-
-def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:
-    """mean and p50/p90/p95/p99 of latencies in ms (NaN when empty)."""
-    a = np.asarray(values_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in LATENCY_PERCENTILES}, "max": float("nan"),
-                "count": 0}
-    return {"mean": float(a.mean()), **{f"p{p}": float(np.percentile(a, p)) for p in LATENCY_PERCENTILES},
-            "max": float(a.max()), "count": int(a.size)}
-
-
 def ros_type(msgtype: str) -> Any:
     """'pkg/msg/Name' -> the rclpy message class (imports the generated module)."""
     pkg, sub, name = msgtype.split("/")

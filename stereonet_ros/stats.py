@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Deque, Dict, Optional, Tuple
+from typing import Deque, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +33,19 @@ EVENTS: Dict[str, str] = {
     "device_fallback": "CUDA requested but unavailable; running on the CPU",
     "parameter_rejected": "a runtime parameter change was rejected (the old value stays in use)",
 }
+
+
+LATENCY_PERCENTILES = (50, 90, 95, 99)
+
+
+def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:
+    """mean and p50/p90/p95/p99 of latencies in ms (NaN when empty)."""
+    a = np.asarray(values_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in LATENCY_PERCENTILES}, "max": float("nan"),
+                "count": 0}
+    return {"mean": float(a.mean()), **{f"p{p}": float(np.percentile(a, p)) for p in LATENCY_PERCENTILES},
+            "max": float(a.max()), "count": int(a.size)}
 
 
 class RateMeter:
