@@ -73,6 +73,11 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def fell_back_to_cpu(requested: str, engine: StereoEngine) -> bool:
+    """CUDA was asked for, but the engine runs on the CPU (``resolve_device``'s fallback)."""
+    return requested not in ("auto", "cpu") and engine.device.type == "cpu"
+
+
 def build_engine(values: Dict[str, Any]) -> StereoEngine:
     return StereoEngine(checkpoint=values["checkpoint"], device=values["device"],
                         precision=values["precision"], input_scale=values["input_scale"],
@@ -221,7 +226,7 @@ class StereoNetNode(Node):
             self.pairer.discard_newer(0 if side == "left" else 1, t)
 
     def _note_device_fallback(self, engine: StereoEngine, values: Dict[str, Any]) -> None:
-        if values["device"] not in ("auto", "cpu") and engine.device.type == "cpu":
+        if fell_back_to_cpu(values["device"], engine):
             text = f"device '{values['device']}' requested but CUDA is unavailable: running on the CPU"
             self.stats.event("device_fallback", text)
             self.get_logger().warning(text + " (set strict_device to fail instead)")
@@ -479,11 +484,10 @@ class StereoNetNode(Node):
         engine = self.engine
         st = DiagnosticStatus(name="stereonet: device", hardware_id=str(engine.device))
         requested = str(self.values["device"])
-        fallback = requested not in ("auto", "cpu") and engine.device.type == "cpu"
         st.values = [_kv("requested", requested), _kv("device", engine.device),
                      _kv("precision", engine.precision_name), _kv("input_scale", engine.input_scale),
                      _kv("out_of_memory drops", snap["drops"].get("out_of_memory", 0))]
-        if fallback:
+        if fell_back_to_cpu(requested, engine):
             st.level, st.message = DiagnosticStatus.WARN, f"'{requested}' unavailable: running on the CPU"
         else:
             st.level, st.message = DiagnosticStatus.OK, f"{engine.device} {engine.precision_name}"
