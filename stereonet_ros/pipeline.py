@@ -15,7 +15,7 @@ import numpy as np
 
 from .engine import StereoEngine, left_right_consistent
 from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
-                       geometry_from_projections, rectification_warnings)
+                       geometry_from_projections, raw_to_published_disparity, rectification_warnings)
 from .imageconv import INPUT_ENCODINGS, ImageFormatError, image_to_numpy, to_rgb8, to_rgb_float
 
 
@@ -196,7 +196,7 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
         valid &= res.confidence >= opts.confidence_threshold
     if opts.lr_check and res.right_disparity is not None:
         valid &= left_right_consistent(raw, res.right_disparity, opts.lr_threshold)
-    disp = raw - np.float32(geom.cx_offset)
+    disp = raw_to_published_disparity(raw, geom)
     valid &= disp > 0  # Z = fT/d needs d > 0
     min_d = -geom.cx_offset
     max_d = engine.max_disparity - geom.cx_offset
