@@ -115,7 +115,10 @@ class StereoNetNode(Node):
         super().__init__("stereonet", **kwargs)
         try:
             self._configure()
-        except StartupError:
+        except StartupError as exc:
+            # Logged here, before any DDS teardown: the reason must reach the log even if
+            # tearing down the transport fails (CI saw Fast DDS abort once in that teardown).
+            self.get_logger().fatal(f"cannot start: {exc}")
             self.destroy_node()  # no half-built node left in the caller's context
             raise
 
@@ -539,7 +542,6 @@ def main(args: Optional[List[str]] = None) -> int:
               f"{type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
         return 2
     node = None
-    code = 0
     try:
         if _early_stop:
             return 0
@@ -547,9 +549,13 @@ def main(args: Optional[List[str]] = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
-    except StartupError as exc:
-        rclpy.logging.get_logger("stereonet").fatal(f"cannot start: {exc}")
-        code = 2
+    except StartupError:  # the constructor has logged the reason
+        # Nothing was started, so nothing needs an orderly stop: leave at once with 2 and
+        # skip the DDS participant teardown, whose TCP (LARGE_DATA) transport aborted the
+        # process once in CI ("local_endpoint: Bad file descriptor", SIGABRT instead of 2).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
@@ -562,7 +568,7 @@ def main(args: Optional[List[str]] = None) -> int:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
+    return 0
 
 
 if __name__ == "__main__":
