@@ -154,3 +154,20 @@ def test_lightning_cli_fit_writes_loadable_checkpoint(tmp_path, monkeypatch):
     main(["fit", "--config", str(cfg)])
     loaded = load_checkpoint(tmp_path / "ckpt" / "last.ckpt")
     assert loaded.config.features == 8
+
+
+def test_init_weights_starts_from_a_checkpoint_and_rejects_another_architecture(tmp_path):
+    from stereonet_ros.checkpoint import save_weights
+    torch.manual_seed(3)
+    trained = StereoNetModule(**TINY)
+    path = save_weights(tmp_path / "w.pt", trained.model, trained.normalization, {"note": "test"})
+    torch.manual_seed(4)  # a different random init, overwritten by the checkpoint
+    module = StereoNetModule(**TINY, init_weights=str(path))
+    for (name, a), b in zip(trained.model.state_dict().items(), module.model.state_dict().values()):
+        torch.testing.assert_close(b, a, msg=name)
+    assert StereoNetModule(**TINY).model.state_dict()["features.net.0.weight"].ne(
+        module.model.state_dict()["features.net.0.weight"]).any()
+    with pytest.raises(ValueError, match="architecture"):
+        StereoNetModule(**dict(TINY, features=16), init_weights=str(path))
+    with pytest.raises(ValueError, match="normalisation"):
+        StereoNetModule(**TINY, mean=[0.4] * 3, init_weights=str(path))

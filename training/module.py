@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stereonet_ros.checkpoint import Normalization, metadata
+from stereonet_ros.checkpoint import Normalization, load_checkpoint, metadata
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
 from stereonet_ros.model import StereoNet, StereoNetConfig
 
@@ -96,7 +96,12 @@ class StereoNetModule(pl.LightningModule):
                  optimizer: str = "rmsprop", lr: float = 1e-3, weight_decay: float = 0.0,
                  scheduler: str = "exponential", lr_gamma: float = 0.9998,
                  scheduler_interval: str = "step", cosine_steps: int = 10000,
-                 min_lr_ratio: float = 0.05, num_log_images: int = 2) -> None:
+                 min_lr_ratio: float = 0.05, num_log_images: int = 2,
+                 init_weights: Optional[str] = None) -> None:
+        """``init_weights``: start from the weights of this checkpoint (exported ``.pt`` or
+        Lightning ``.ckpt``; architecture and normalisation must match) with a fresh
+        optimiser and schedule, e.g. to fine-tune the shipped model on KITTI. To continue an
+        interrupted run with its optimiser state, use ``--ckpt_path`` instead."""
         super().__init__()
         self.save_hyperparameters()
         self.config = StereoNetConfig(in_channels=in_channels, k=k, max_disparity=max_disparity,
@@ -112,6 +117,18 @@ class StereoNetModule(pl.LightningModule):
         self.register_buffer("_std", torch.tensor(self.normalization.std).view(1, -1, 1, 1), persistent=False)
         self._val_frames: List[Dict[str, float]] = []
         self._last_val: Dict[str, float] = {}
+        if init_weights:
+            self._load_init_weights(init_weights)
+
+    def _load_init_weights(self, path: str) -> None:
+        loaded = load_checkpoint(path)  # CheckpointError names the file and the problem
+        if loaded.config != self.config:
+            raise ValueError(f"init_weights '{path}' has architecture {loaded.config.to_dict()}, "
+                             f"but the model is configured as {self.config.to_dict()}")
+        if loaded.normalization.to_dict() != self.normalization.to_dict():
+            raise ValueError(f"init_weights '{path}' was trained with normalisation "
+                             f"{loaded.normalization.to_dict()}, the model uses {self.normalization.to_dict()}")
+        self.model.load_state_dict(loaded.model.state_dict())
 
     # ------------------------------------------------------------------ forward
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
