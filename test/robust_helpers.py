@@ -168,6 +168,17 @@ def input_publishers(node: Any, namespace: str = "", reliable: bool = True, dept
         ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
 
 
+def wait_node_subscribed(pubs: Dict[str, Any], proc: "NodeProcess", timeout: float = 90.0) -> None:
+    """Wait until the node process subscribes to every input publisher.
+
+    The bound is generous: a cold start imports torch, which on a loaded 2-core machine
+    took over 30 s. A process that exits meanwhile fails at once with its output.
+    """
+    ok = wait_for(lambda: not proc.alive() or all(p.get_subscription_count() >= 1 for p in pubs.values()),
+                  timeout)
+    assert ok and proc.alive(), f"node not subscribed (alive={proc.alive()}):\n{proc.output()}"
+
+
 def publish_infos(pubs: Dict[str, Any], infos: Any) -> None:
     pubs["left/camera_info"].publish(infos[0])
     pubs["right/camera_info"].publish(infos[1])

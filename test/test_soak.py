@@ -22,7 +22,8 @@ from typing import Dict, List
 import numpy as np
 
 from helpers import Spinner, shifted_pair, wait_for
-from robust_helpers import DiagReader, NodeProcess, good_images, good_infos, input_publishers, publish_infos
+from robust_helpers import (DiagReader, NodeProcess, good_images, good_infos, input_publishers, publish_infos,
+                            wait_node_subscribed)
 
 # Frames big enough that the tiny model takes tens of ms: at 96x64 (5 ms frames) 10x meant
 # ~1900 Hz of publishing on 2 cores, and OS scheduling jitter, not the node, set the p95.
@@ -88,8 +89,7 @@ class Soak:
 
     def calibrate(self) -> float:
         """The node's frame rate with one pair at a time (Hz)."""
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in self.pubs.values()), 30), \
-            self.proc.output()
+        wait_node_subscribed(self.pubs, self.proc)
         assert wait_for(lambda: self.diag.status() is not None, 30)
         for _ in range(12):
             n = len(self.lat_ms)

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import Spinner, shifted_pair, wait_for
 from robust_helpers import (DiagReader, NodeProcess, good_images, good_infos, input_publishers,
-                            publish_images, publish_infos)
+                            publish_images, publish_infos, wait_node_subscribed)
 
 W, H, FX, BASELINE = 96, 64, 200.0, 0.1
 
@@ -161,7 +161,7 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
     spin = Spinner(test)
     try:
         pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 30), proc.output()
+        wait_node_subscribed(pubs, proc)
         left, right = shifted_pair(H, W, 4, seed=5)
         stamp = [1_000_000_000]
 
@@ -229,7 +229,7 @@ def test_signal_while_processing_exits_cleanly(ros, tmp_path, tiny_checkpoint, s
     spin = Spinner(test)
     try:
         pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 30), proc.output()
+        wait_node_subscribed(pubs, proc)
         left, right = shifted_pair(H, W, 4, seed=6)
         s = 10**9
         end = time.monotonic() + 20
