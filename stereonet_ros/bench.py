@@ -40,11 +40,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from .checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
 from .engine import StereoEngine, cpu_has_native_bf16, resolve_device
-from .model import StereoNet, StereoNetConfig, difference_cost_volume
+from .model import StereoNet, StereoNetConfig, difference_cost_volume, keep_refiners
 
 DEFAULT_SIZES = "640x480,960x540,1280x720"
 SECTIONS = ("model", "memory", "node", "sgbm", "knobs")
@@ -149,19 +148,12 @@ def make_frames(width: int, height: int, seed: int = 0) -> Tuple[np.ndarray, np.
 
 
 def with_refiners(loaded: LoadedCheckpoint, n: Optional[int]) -> LoadedCheckpoint:
-    """The checkpoint with only its first ``n`` refiners (an inference-time speed knob: the
-    last refined level is bilinearly upsampled to full resolution). Trained weights of the
-    kept refiners are reused; the model object is a copy, the original is untouched."""
-    have = loaded.config.num_refiners
-    if n is None or n == have:
+    """The checkpoint with only its first ``n`` refiners (``model.keep_refiners``) on a copy
+    of the model; the original is untouched. ``None`` = all of them."""
+    if n is None or n == loaded.config.num_refiners:
         return loaded
-    if not 0 <= n <= have:
-        raise ValueError(f"refiners must be in 0..{have} for this checkpoint, got {n}")
-    config = dataclasses.replace(loaded.config, refinement_levels=n)
-    model = copy.deepcopy(loaded.model)
-    model.refiners = nn.ModuleList(list(model.refiners)[:n])
-    model.config = config
-    return dataclasses.replace(loaded, model=model, config=config)
+    model = keep_refiners(copy.deepcopy(loaded.model), n)
+    return dataclasses.replace(loaded, model=model, config=model.config)
 
 
 #: The recipe the bundled default checkpoint is trained from (its ``model:`` section).

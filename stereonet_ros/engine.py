@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from .model import StereoNet, fold_batchnorm, to_channels_last, use_onednn_conv3d
+from .model import StereoNet, fold_batchnorm, keep_refiners, to_channels_last, use_onednn_conv3d
 
 log = logging.getLogger("stereonet_ros.engine")
 
@@ -109,7 +109,9 @@ class StereoEngine:
     Parameters: ``checkpoint`` ('' = bundled default), ``device``, ``precision``,
     ``input_scale`` (0 < s <= 1: downscale before the network; outputs come back at native
     resolution with disparities divided by s), ``max_disparity`` (native pixels searched;
-    0 = the checkpoint's), ``num_threads`` (CPU intra-op threads; 0 = leave torch's default),
+    0 = the checkpoint's), ``refiners`` (refinement levels kept, -1 = all the checkpoint's;
+    fewer is faster, the last refined level is upsampled bilinearly),
+    ``num_threads`` (CPU intra-op threads; 0 = leave torch's default),
     ``fold_bn`` (fold BatchNorm into the convolutions: same outputs to float rounding, faster),
     ``channels_last`` (NHWC 2D convolutions; None = auto: on the CPU, where it measured faster),
     ``compile_backend`` ('' = off; e.g. 'inductor': torch.compile in a background thread per
@@ -120,6 +122,7 @@ class StereoEngine:
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
                  input_scale: float = 1.0, max_disparity: float = 0.0, num_threads: int = 0,
                  strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None,
+                 refiners: int = -1,
                  fold_bn: bool = True, channels_last: Optional[bool] = None,
                  compile_backend: str = "", compile_mode: Optional[str] = None) -> None:
         if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
@@ -140,6 +143,12 @@ class StereoEngine:
         # The engine's own copy: folding BatchNorm into the convolutions rewrites modules, and
         # the checkpoint's model must stay trainable/exportable for whoever else holds it.
         model = copy.deepcopy(self.ckpt.model).eval()
+        if int(refiners) != -1:
+            try:
+                keep_refiners(model, int(refiners))
+            except ValueError as exc:
+                raise EngineConfigError(f"{exc} (checkpoint '{self.ckpt.path}')") from exc
+        self.config = model.config
         self.model: StereoNet = (fold_batchnorm(model) if fold_bn else model).to(self.device)
         # NHWC 2D convolutions: measured faster on the CPU (docs/PERFORMANCE.md); not yet
         # measured on CUDA, so 'auto' keeps NCHW there until a GPU run says otherwise.

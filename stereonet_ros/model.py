@@ -16,7 +16,7 @@ allocation) and the soft-argmin grid is ``arange(D) * 2**k`` rather than
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional
 
 import torch
@@ -208,6 +208,21 @@ class Refiner(nn.Module):
         # the head's BatchNorm absorbs the input's scale.
         x = self.head(torch.cat([disp, image], 1))
         return F.relu(disp + self.out(self.blocks(x)))
+
+
+def keep_refiners(model: StereoNet, n: int) -> StereoNet:
+    """Keep only the first ``n`` refiners of ``model``, in place, and return it.
+
+    An inference-time speed knob: the last refined level (1/2^(k-n) resolution) is upsampled
+    bilinearly to full resolution by ``forward``. The kept refiners' trained weights are used
+    as they are. Raises ValueError outside 0..(refiners the model has).
+    """
+    have = len(model.refiners)
+    if not 0 <= n <= have:
+        raise ValueError(f"refiners must be -1 (all) or 0..{have} for this model, got {n}")
+    model.refiners = nn.ModuleList(list(model.refiners)[:n])
+    model.config = replace(model.config, refinement_levels=n)
+    return model
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -81,7 +81,8 @@ def fell_back_to_cpu(requested: str, engine: StereoEngine) -> bool:
 def build_engine(values: Dict[str, Any]) -> StereoEngine:
     return StereoEngine(checkpoint=values["checkpoint"], device=values["device"],
                         precision=values["precision"], input_scale=values["input_scale"],
-                        max_disparity=values["max_disparity"], num_threads=values["num_threads"] or default_threads(),
+                        max_disparity=values["max_disparity"], refiners=values["refiners"],
+                        num_threads=values["num_threads"] or default_threads(),
                         strict_device=values["strict_device"])
 
 

@@ -53,6 +53,7 @@ SPECS: Dict[str, ParamSpec] = {
     "num_threads": ParamSpec(0, "CPU inference threads (0 = all cores but one, left to the ROS executor)", _range(0, 256), True),
     "max_disparity": ParamSpec(0.0, "searched disparity range in native pixels (0 = checkpoint's)", _range(0, 4096), True),
     "input_scale": ParamSpec(1.0, "downscale factor before the network, (0, 1]; outputs return to native size", _range(0.0, 1.0, lo_open=True), True),
+    "refiners": ParamSpec(-1, "refinement levels kept (-1 = all the checkpoint's); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),
     "sync_mode": ParamSpec("exact", "exact | approximate stamp matching of left/right images", _choice("exact", "approximate")),
     "sync_slop": ParamSpec(0.01, "approximate-sync tolerance in seconds", _range(0.0, 10.0)),
     "queue_size": ParamSpec(10, "images kept per side while waiting for a partner", _range(1, 1000)),

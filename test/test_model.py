@@ -114,3 +114,24 @@ def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint):
         d = half.model(x, x, candidates=half.candidates)["disparity"]
     d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) * 2.0
     np.testing.assert_allclose(res.disparity, d[0, 0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_engine_refiners_knob_keeps_the_first_levels(tiny_checkpoint):
+    """refiners=0: the coarse cost-volume disparity, upsampled bilinearly to full size."""
+    import numpy as np
+    from stereonet_ros.engine import EngineConfigError, StereoEngine
+    full = StereoEngine(str(tiny_checkpoint))
+    coarse = StereoEngine(str(tiny_checkpoint), refiners=0)
+    assert (full.config.num_refiners, coarse.config.num_refiners) == (1, 0)
+    assert "refiners=0" in coarse.describe()
+    rng = np.random.default_rng(2)
+    left, right = (rng.random((64, 96, 3), dtype=np.float32) for _ in range(2))
+    got = coarse.infer(left, right, with_confidence=False).disparity
+    xl, xr = ((torch.from_numpy(a).permute(2, 0, 1)[None] - full._mean) * full._inv_std for a in (left, right))
+    with torch.no_grad():
+        pyr = full.model(xl, xr, candidates=full.candidates)["disparities"]
+    ref = torch.nn.functional.interpolate(pyr[0], size=(64, 96), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(got, ref[0, 0].numpy(), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, full.infer(left, right, with_confidence=False).disparity, atol=1e-3)
+    with pytest.raises(EngineConfigError, match=r"0\.\.1 for this model, got 2"):
+        StereoEngine(str(tiny_checkpoint), refiners=2)

@@ -64,7 +64,7 @@ def test_config_file_matches_parameter_specs_and_validates():
     ("device", "gpu", "auto | cpu | cuda"), ("precision", "int8", "must be one of"),
     ("input_scale", 0.0, "(0, 1]"), ("input_scale", 1.5, "(0, 1]"), ("sync_mode", "fast", "exact"),
     ("queue_size", 0, "[1,"), ("cloud_decimation", 2.5, "integer"), ("publish_depth", "yes", "true or false"),
-    ("max_depth", float("nan"), "finite"), ("nonexistent", 1, "unknown parameter"),
+    ("max_depth", float("nan"), "finite"), ("refiners", -2, "[-1,"), ("refiners", 1.0, "integer"), ("nonexistent", 1, "unknown parameter"),
 ])
 def test_bad_parameter_values_are_rejected_with_reason(name, value, fragment):
     err = validate(name, value)
