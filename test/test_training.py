@@ -171,3 +171,17 @@ def test_init_weights_starts_from_a_checkpoint_and_rejects_another_architecture(
         StereoNetModule(**dict(TINY, features=16), init_weights=str(path))
     with pytest.raises(ValueError, match="normalisation"):
         StereoNetModule(**TINY, mean=[0.4] * 3, init_weights=str(path))
+
+
+def test_measure_knobs_score_each_node_setting_through_the_engine(tiny_checkpoint):
+    from training.measure import KNOBS, knob_costs
+    rows = knob_costs(load_checkpoint(tiny_checkpoint), n_synthetic=1, seed_base=10**9, size=(64, 128), runs=1)
+    assert [r["knob"] for r in rows] == [name for name, _ in KNOBS]
+    by = {r["knob"]: r for r in rows}
+    assert "refiners=0" in by["refiners=0"]["engine"] and "input_scale=0.5" in by["input_scale=0.5"]["engine"]
+    for r in rows:
+        for m in (r["synthetic"], r["motorcycle"]):
+            assert m["density"] == 100.0 and 0.0 <= m["epe"] < 64.0
+        assert r["motorcycle_ms"] > 0
+    # different settings give different disparities (the knob reached the network)
+    assert by["refiners=0"]["motorcycle"]["epe"] != by["base"]["motorcycle"]["epe"]

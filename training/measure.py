@@ -10,6 +10,9 @@
    invalid pixels count as errors (``stereonet_ros.metrics`` rule, density reported); its
    accuracy on its own valid pixels is printed too.
 3. CPU latency: median ms of a 640x480 forward (``torch.inference_mode``, current threads).
+4. With ``--knobs``: the node's speed/accuracy knobs (``input_scale``, ``refiners``,
+   ``max_disparity``) run through the node's own ``StereoEngine`` (fp32, CPU), each scored on
+   the synthetic scenes and the motorcycle, with its time per motorcycle frame.
 
 All errors in pixels of the evaluated resolution. Nothing here is tuned on the motorcycle.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
+from stereonet_ros.engine import StereoEngine
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
 
 KEYS = ("epe", "d1", "bad0.5", "bad1", "bad2", "bad4", "density")
@@ -133,6 +137,47 @@ def latency_ms(ck: LoadedCheckpoint, height: int = 480, width: int = 640,
     return 1000.0 * float(np.median(times)), 1000.0 * float(np.min(times))
 
 
+#: Node parameter settings measured by ``--knobs`` (name, StereoEngine keyword arguments).
+KNOBS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
+    ("base", {}), ("input_scale=0.5", {"input_scale": 0.5}), ("refiners=1", {"refiners": 1}),
+    ("refiners=0", {"refiners": 0}), ("max_disparity=64", {"max_disparity": 64.0}))
+
+
+def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tuple[int, int],
+               runs: int = 3) -> List[Dict[str, Any]]:
+    """Accuracy and CPU time of each ``KNOBS`` setting through the node's engine.
+
+    Synthetic: mean metrics over ``n_synthetic`` held-out scenes of ``size`` (gt up to the
+    model's range, so a shorter ``max_disparity`` pays for what it no longer searches).
+    Motorcycle: metrics and the median ms of ``runs`` frames (741x500, uint8 input as the node
+    feeds it). All disparities in native pixels.
+    """
+    import skimage.data
+
+    from .synthetic import SyntheticConfig, render_scene
+
+    maxd = ck.config.max_disparity
+    cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=float(maxd))
+    scenes = [render_scene(seed_base + i, cfg) for i in range(n_synthetic)]
+    l8, r8, gt = skimage.data.stereo_motorcycle()
+    gt = gt.astype(np.float32)
+    rows = []
+    for name, kw in KNOBS:
+        eng = StereoEngine(loaded=ck, device="cpu", precision="fp32", **kw)
+        syn = [disparity_metrics(eng.infer(sc["left"], sc["right"], with_confidence=False).disparity,
+                                 sc["disp"], max_disparity=maxd) for sc in scenes]
+        eng.infer(l8, r8, with_confidence=False)  # warm-up: oneDNN primitives for this shape
+        times = []
+        for _ in range(max(1, runs)):
+            t = time.perf_counter()
+            pred = eng.infer(l8, r8, with_confidence=False).disparity
+            times.append(1000.0 * (time.perf_counter() - t))
+        rows.append({"knob": name, "engine": eng.describe(), "synthetic": mean_metrics(syn) if syn else {},
+                     "motorcycle": disparity_metrics(pred, gt, max_disparity=maxd),
+                     "motorcycle_ms": float(np.median(times))})
+    return rows
+
+
 def _row(name: str, m: Dict[str, float]) -> str:
     vals = "".join(f"{m.get(k, float('nan')):>9.3f}" for k in KEYS)
     return f"{name:<28}{vals}"
@@ -148,6 +193,9 @@ def main(argv: Optional[list] = None) -> int:
                    "(the model's max_disparity is always added)")
     p.add_argument("--latency-runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs "
+                   "(input_scale, refiners, max_disparity) through its engine")
+    p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     a = p.parse_args(argv)
     if a.threads:
@@ -182,6 +230,18 @@ def main(argv: Optional[list] = None) -> int:
         print(f"CPU forward 640x480: median {res['cpu_ms_640x480']:.0f} ms, min "
               f"{res['cpu_ms_640x480_min']:.0f} ms ({res['torch_threads']} threads); "
               f"motorcycle 741x500: StereoNet {1000 * mc['stereonet']['seconds']:.0f} ms, {sg}")
+    if a.knobs:
+        res["knobs"] = knob_costs(ck, a.knob_scenes, a.synthetic_seed_base, (h, w))
+        print(f"\nknobs through the node's engine (fp32, {torch.get_num_threads()} threads; synthetic: "
+              f"{a.knob_scenes} scenes {h}x{w}; motorcycle 741x500):")
+        print(f"{'knob':<18}{'syn EPE':>9}{'syn D1':>9}{'moto EPE':>9}{'moto D1':>9}{'moto bad2':>10}{'ms':>8}"
+              f"{'x base':>8}")
+        base_ms = res["knobs"][0]["motorcycle_ms"]
+        for r in res["knobs"]:
+            sy, mo = r["synthetic"], r["motorcycle"]
+            print(f"{r['knob']:<18}{sy.get('epe', float('nan')):>9.2f}{sy.get('d1', float('nan')):>9.1f}"
+                  f"{mo['epe']:>9.2f}{mo['d1']:>9.1f}{mo['bad2']:>10.1f}{r['motorcycle_ms']:>8.0f}"
+                  f"{r['motorcycle_ms'] / base_ms:>8.2f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
