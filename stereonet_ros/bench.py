@@ -24,7 +24,6 @@ All times are milliseconds of wall clock. On a shared machine compare *ratios* f
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -43,7 +42,7 @@ import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
 from .engine import StereoEngine, cpu_has_native_bf16, resolve_device
-from .model import StereoNet, StereoNetConfig, difference_cost_volume, keep_refiners
+from .model import StereoNet, StereoNetConfig, difference_cost_volume
 
 DEFAULT_SIZES = "640x480,960x540,1280x720"
 SECTIONS = ("model", "memory", "node", "sgbm", "knobs")
@@ -147,15 +146,6 @@ def make_frames(width: int, height: int, seed: int = 0) -> Tuple[np.ndarray, np.
     return np.ascontiguousarray(big[:, :width]), np.ascontiguousarray(big[:, d:d + width])
 
 
-def with_refiners(loaded: LoadedCheckpoint, n: Optional[int]) -> LoadedCheckpoint:
-    """The checkpoint with only its first ``n`` refiners (``model.keep_refiners``) on a copy
-    of the model; the original is untouched. ``None`` = all of them."""
-    if n is None or n == loaded.config.num_refiners:
-        return loaded
-    model = keep_refiners(copy.deepcopy(loaded.model), n)
-    return dataclasses.replace(loaded, model=model, config=model.config)
-
-
 #: The recipe the bundled default checkpoint is trained from (its ``model:`` section).
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "config" / "train_default.yaml"
 
@@ -231,10 +221,11 @@ class Bench:
     def __init__(self, cfg: BenchConfig, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
         self.log = log
-        self.base_ckpt, self.note = load_or_random(cfg.checkpoint)
+        self.ckpt, self.note = load_or_random(cfg.checkpoint)
         if self.note:
             log("\n" + "!" * 100 + "\n" + self.note + "\n" + "!" * 100 + "\n")
-        self.ckpt = with_refiners(self.base_ckpt, cfg.refiners[0])
+        # refiners kept in every section but the knobs table (-1 = all the checkpoint's)
+        self.refiners = -1 if cfg.refiners[0] is None else int(cfg.refiners[0])
         self.device = resolve_device(cfg.device)
         self.sync = synchronizer(self.device)
         if cfg.num_threads:
@@ -244,13 +235,13 @@ class Bench:
         self.model_ms: Dict[Tuple[int, int], Dict[str, float]] = {}     # size -> precision -> mean ms
 
     def engine(self, precision: str = "auto", input_scale: Optional[float] = None,
-               max_disparity: Optional[float] = None, loaded: Optional[LoadedCheckpoint] = None,
+               max_disparity: Optional[float] = None, refiners: Optional[int] = None,
                **kw: Any) -> StereoEngine:
         c = self.cfg
         return StereoEngine(device=str(self.device), precision=precision,
                             input_scale=c.input_scales[0] if input_scale is None else input_scale,
                             max_disparity=c.max_disparities[0] if max_disparity is None else max_disparity,
-                            loaded=loaded or self.ckpt, **kw)
+                            refiners=self.refiners if refiners is None else refiners, loaded=self.ckpt, **kw)
 
     @staticmethod
     def _prepared(engine: StereoEngine, frames: Tuple[np.ndarray, np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +259,7 @@ class Bench:
                 "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp default, spins)"),
                 "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-                "checkpoint": c.path, "checkpoint_note": self.note, "config": c.config.to_dict(),
+                "checkpoint": c.path, "checkpoint_note": self.note, "config": e.config.to_dict(),
                 "engine": e.describe(), "iters": self.cfg.iters, "warmup": self.cfg.warmup,
                 "sizes": [f"{w}x{h}" for w, h in self.cfg.sizes]}
 
@@ -349,7 +340,7 @@ class Bench:
         variants: List[Tuple[str, Any, Dict[str, Any]]] = [("base", "", {})]
         variants += [("input_scale", s, {"input_scale": s}) for s in c.input_scales[1:]]
         variants += [("max_disparity", d, {"max_disparity": d}) for d in c.max_disparities[1:]]
-        variants += [("refiners", n, {"loaded": with_refiners(self.base_ckpt, n)}) for n in c.refiners[1:]]
+        variants += [("refiners", n, {"refiners": n}) for n in c.refiners[1:]]
         rows: List[Dict[str, Any]] = []
         base_ms = None
         # One warm-up per knob even on the CPU: a new cost-volume depth or input size needs
@@ -388,8 +379,9 @@ class Bench:
         try:
             for idx, (w, h) in enumerate(self.cfg.sizes):
                 ns = f"/bench{idx}"
-                params = [Parameter("checkpoint", value=self.base_ckpt.path),
+                params = [Parameter("checkpoint", value=self.ckpt.path),
                           Parameter("device", value=str(self.device)),
+                          Parameter("refiners", value=self.refiners),
                           Parameter("input_scale", value=float(self.cfg.input_scales[0])),
                           Parameter("max_disparity", value=float(self.cfg.max_disparities[0]))]
                 node = StereoNetNode(namespace=ns, context=ctx, parameter_overrides=params)
