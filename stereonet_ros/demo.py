@@ -5,7 +5,7 @@
 1. generates (or reuses from ``<out>/cache``) a small synthetic stereo bag with exact
    ground-truth disparity and depth (``training.synthetic`` scenes);
 2. starts the node as its own process, ``python -m stereonet_ros.node --ros-args
-   --params-file config/stereonet.yaml -p checkpoint:=... -p input_scale:=...``;
+   --params-file config/stereonet.yaml -p checkpoint:=... -p refiners:=...``;
 3. replays the bag into it with restamped headers (``replay.BagPlayer``) while
    ``replay.OutputRecorder`` records disparity/depth/points2 arrivals and /diagnostics;
 4. stops the node with SIGINT and writes ``<out>/report.json``, PNG figures and a short
@@ -16,8 +16,9 @@ private network namespace (``unshare -n``) with shared-memory/large-data transpo
 runs as root and ``unshare`` works; otherwise it sets the transport on the loopback and warns.
 
 The defaults fit an idle 2-core CPU in ~1-2 minutes: 60 frames of 640x480 (disparities
-< 96 px; a ~250 MB cached bag), input_scale 0.5, the node searching 128 px instead of the
-checkpoint's full range, the bag played at 2 frames/s. A node slower than that (a busy
+< 96 px; a ~250 MB cached bag), the node keeping one refiner of three (``refiners: 1``, about
+a quarter of the CPU time; it measured more accurate than ``input_scale`` 0.5 at a similar
+cost, docs/PERFORMANCE.md) and searching 128 px instead of the checkpoint's full range, the bag played at 2 frames/s. A node slower than that (a busy
 CPU) drops frames, and the drops are reported; ``--width 320 --height 240
 --max-disparity 48 --node-max-disparity 64`` is 4x lighter.
 """
@@ -275,7 +276,8 @@ class DemoOptions:
     out: Path = Path("out/demo")
     spec: SceneSpec = field(default_factory=SceneSpec)
     rate: float = 0.2              # replay speed: 10 fps recording -> 2 pairs/s
-    input_scale: float = 0.5
+    input_scale: float = 1.0
+    refiners: int = 1              # the node's 'refiners': the CPU-friendly knob (see module doc)
     node_max_disparity: float = 128.0  # native px searched by the node: the scene's range + margin
     num_threads: int = 0
     params_file: Optional[Path] = None
@@ -315,7 +317,8 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         banner("THE CHECKPOINT HOLDS RANDOM WEIGHTS: the node runs, but its disparities are meaningless")
     domain = int(os.environ.get("STEREONET_DEMO_DOMAIN", random.randint(1, 100)))
     params_file = o.params_file or default_params_file()
-    cmd = node_command(ck["path"], params_file, {"input_scale": o.input_scale, "num_threads": o.num_threads,
+    cmd = node_command(ck["path"], params_file, {"input_scale": o.input_scale, "refiners": o.refiners,
+                                                 "num_threads": o.num_threads,
                                                  "max_disparity": float(o.node_max_disparity),
                                                  "diagnostics_period": 0.5})
     t_launch = time.monotonic()
@@ -359,6 +362,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         "transport": transport, "node_command": cmd, "node_stop": stop,
         "bag": {"path": str(bag_path), "reused_from_cache": reused, "generate_s": gen_s, **asdict(o.spec)},
         "replay_rate": o.rate, "input_pair_rate_hz": o.spec.fps * o.rate, "input_scale": o.input_scale,
+        "refiners": o.refiners,
         "node_max_disparity": o.node_max_disparity,
         "node_env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "node_startup_s": startup_s, "figures": figures, **live,
@@ -375,7 +379,7 @@ def banner(text: str) -> None:
 def summary_text(r: Dict[str, Any]) -> str:
     m, lat = r["metrics"], r["latency_ms"]
     lines = [f"stereonet demo: {r['pairs_published']} pairs at {r['input_pair_rate_hz']:.2f} Hz "
-             f"({r['bag']['width']}x{r['bag']['height']}, input_scale {r['input_scale']:g}) into the node process",
+             f"({r['bag']['width']}x{r['bag']['height']}, input_scale {r['input_scale']:g}, refiners {r['refiners']}) into the node process",
              f"  output: {r['disparities_received']} disparities, {r['output_rate_hz']:.2f} Hz; "
              f"latency (input publish -> output arrival) p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms",
              f"  dropped: {r['dropped']} of {r['pairs_published']} pairs; node reasons: "
@@ -402,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=s.storage, choices=bag.STORAGES)
     p.add_argument("--rate", type=float, default=d.rate, help="replay speed factor")
     p.add_argument("--input-scale", type=float, default=d.input_scale)
+    p.add_argument("--refiners", type=int, default=d.refiners, help="the node's refiners parameter (-1 = all)")
     p.add_argument("--node-max-disparity", type=float, default=d.node_max_disparity,
                    help="the node's max_disparity parameter, native px (0 = the checkpoint's range)")
     p.add_argument("--num-threads", type=int, default=d.num_threads)
@@ -424,8 +429,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{path}{' (cached)' if reused else ''}")
         return 0
     transport = configure_transport(argv, not a.no_netns)
-    o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.node_max_disparity, a.num_threads,
-                    Path(a.params_file) if a.params_file else None, settle_s=a.settle, figures=a.figures,
+    o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.refiners, a.node_max_disparity,
+                    a.num_threads, Path(a.params_file) if a.params_file else None, settle_s=a.settle, figures=a.figures,
                     progress=not a.no_progress)
     from .checkpoint import CheckpointError
     try:

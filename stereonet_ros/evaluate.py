@@ -403,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto")
     p.add_argument("--input-scale", type=float, default=1.0)
     p.add_argument("--max-disparity", type=float, default=0.0)
+    p.add_argument("--refiners", type=int, default=-1, help="refinement levels kept (-1 = all)")
     p.add_argument("--num-threads", type=int, default=0)
     add_topic_args(p)
     p.add_argument("--fx", type=float, default=0.0, help="folder input: focal length in px")
@@ -426,7 +427,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .checkpoint import CheckpointError
     from .engine import EngineConfigError, StereoEngine
     try:
-        engine = StereoEngine(a.checkpoint, a.device, a.precision, a.input_scale, a.max_disparity, a.num_threads)
+        engine = StereoEngine(a.checkpoint, a.device, a.precision, a.input_scale, a.max_disparity, a.num_threads,
+                              refiners=a.refiners)
     except (CheckpointError, EngineConfigError) as exc:
         print(f"stereonet-eval: cannot load the model: {exc}", file=sys.stderr)
         return 2
