@@ -189,6 +189,7 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
             ([Parameter("checkpoint", value=str(bad))], "cannot be read as a torch file"),
             ([Parameter("checkpoint", value=str(tmp_path / "missing.pt"))], "does not exist"),
             ([Parameter("input_scale", value=0.0)], "input_scale"),
+            ([Parameter("refiners", value=2)], "refiners must be -1 (all) or 0..1 for this model, got 2"),
             ([Parameter("device", value="gpu0")], "device"),
             ([Parameter("queue_size", value="ten")], "must be an integer"),
             ([Parameter("max_depth", value=1.0), Parameter("min_depth", value=2.0)],
@@ -205,10 +206,10 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
         assert diag.wait_value("event parameter_rejected", lambda v: int(v) == len(rejected)), diag.values()
         assert diag.values()["model"].endswith(f"'{tiny_checkpoint}'")
         # A good change is accepted and takes effect.
-        results = _set(client, [Parameter("input_scale", value=0.5)])
-        assert results[0].successful, results[0].reason
+        results = _set(client, [Parameter("input_scale", value=0.5), Parameter("refiners", value=0)])
+        assert all(r.successful for r in results), [r.reason for r in results]
         produces()
-        assert diag.wait_value("model", lambda v: "input_scale=0.5" in v)
+        assert diag.wait_value("model", lambda v: "input_scale=0.5" in v and "refiners=0" in v), diag.values()
         assert proc.alive()
     finally:
         spin.close()
