@@ -98,6 +98,22 @@ def test_launch_files_match_setup_config_and_node():
             assert (ROOT / "config" / ref).exists(), f"{path.name} refers to missing config/{ref}"
 
 
+def test_launch_overrides_are_node_parameters_that_default_to_the_params_file():
+    """stereonet.launch.py's optional overrides name real parameters, and none is passed
+    unless given: a launch default would otherwise silently replace the YAML's value."""
+    tree = ast.parse((ROOT / "launch/stereonet.launch.py").read_text())
+    overrides = next(ast.literal_eval(n.value) for n in tree.body
+                     if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OVERRIDES")
+    assert overrides and set(overrides) <= set(SPECS), set(overrides) - set(SPECS)
+    assert {"checkpoint", "device", "refiners"} <= set(overrides)
+    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_stereonet_node")
+    source = ast.unparse(func)
+    assert "perform(context) != ''" in source, "overrides must be left out when not given"
+    declared = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "DeclareLaunchArgument"]
+    generic = [c for c in declared if isinstance(c.args[0], ast.Name)]  # the loop over OVERRIDES
+    assert generic and all(kw(c, "default_value").value == "" for c in generic)
+
+
 def test_rviz_config_shows_node_outputs():
     doc = yaml.safe_load((ROOT / "config/stereonet.rviz").read_text())
     displays = doc["Visualization Manager"]["Displays"]
