@@ -75,7 +75,7 @@ def default_threads() -> int:
 
 def fell_back_to_cpu(requested: str, engine: StereoEngine) -> bool:
     """CUDA was asked for, but the engine runs on the CPU (``resolve_device``'s fallback)."""
-    return requested not in ("auto", "cpu") and engine.device.type == "cpu"
+    return requested.strip().lower() not in ("auto", "cpu") and engine.device.type == "cpu"
 
 
 def build_engine(values: Dict[str, Any]) -> StereoEngine:
@@ -184,6 +184,9 @@ class StereoNetNode(Node):
 
     # ----- input ---------------------------------------------------------------------------
     def _setup_sync(self) -> None:
+        old = getattr(self, "pairer", None)
+        if old is not None:
+            old.reset()  # images still waiting for a partner are counted as 'unpaired', not lost
         for sub in self._image_subs:
             self.destroy_subscription(getattr(sub, "sub", sub))
         self._image_subs = []
@@ -356,7 +359,7 @@ class StereoNetNode(Node):
         if v["publish_points"] and out.points is not None:
             self.pub_points.publish(messages.make_cloud(header, out.points, out.rgb8, v["cloud_organized"]))
         if v["publish_confidence"] and out.confidence is not None:
-            self.pub_conf.publish(messages.make_image(header, out.confidence.astype("float32"), "32FC1"))
+            self.pub_conf.publish(messages.make_image(header, out.confidence.astype("float32", copy=False), "32FC1"))
         if v["publish_color"]:
             lo = max(out.min_disparity, 0.0)
             color = messages.colorize_disparity(out.disparity, out.valid, lo, out.max_disparity)

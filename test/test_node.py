@@ -167,3 +167,25 @@ def test_exact_sync_rejects_mismatched_stamps_and_approximate_accepts_within_slo
         assert [m.header.stamp.sec for m in col.msgs["disparity"]] == [5, 7]
     finally:
         stop(node, test, spin)
+
+
+def test_changing_sync_parameters_counts_the_images_still_waiting(ros, tiny_checkpoint):
+    """Rebuilding the pairer on a runtime sync change must not lose queued images silently:
+    they are counted as 'unpaired'."""
+    from rclpy.parameter_client import AsyncParameterClient
+    left, _ = shifted_pair(H, W, 4, seed=7)
+    node, test, col, spin, ns = start(ros, tiny_checkpoint)
+    try:
+        pubs = publishers(test, reliable=True)
+        wait_connected(pubs)
+        for i in range(3):  # left images only: they wait for partners that never come
+            pubs["left/image_rect"].publish(image_msg(to_encoding(left, "rgb8"), "rgb8", (10 + i) * 10**9))
+        assert wait_for(lambda: node.stats.snapshot()["received"].get("left/image_rect", 0) == 3, 10)
+        assert node.stats.snapshot()["drops"].get("unpaired", 0) == 0
+        client = AsyncParameterClient(test, f"{ns}/stereonet")
+        assert client.wait_for_services(10)
+        fut = client.set_parameters([Parameter("sync_mode", value="approximate")])
+        assert wait_for(fut.done, 10) and fut.result().results[0].successful
+        assert node.stats.snapshot()["drops"].get("unpaired", 0) == 3
+    finally:
+        stop(node, test, spin)
