@@ -129,8 +129,11 @@ class StereoEngine:
             raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
         self.device = resolve_device(device, strict_device)
         self.dtype = resolve_precision(precision, self.device)
-        if num_threads and self.device.type == "cpu":
-            torch.set_num_threads(int(num_threads))
+        # OpenMP's thread count is per calling thread: set here, and again by infer() in
+        # whichever thread runs frames (the node builds a new engine in its executor thread).
+        self.num_threads = int(num_threads) if num_threads and self.device.type == "cpu" else 0
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
         self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
         self.config = self.ckpt.config
         self.input_scale = float(input_scale)
@@ -166,8 +169,8 @@ class StereoEngine:
         # goes into the scale, so conversion and normalisation are a single pass.
         self._shift = (-mean / std).view(1, -1, 1, 1).to(self.device)
         self._inv_std_u8 = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
+        self._grey_weights = torch.tensor([0.299, 0.587, 0.114], device=self.device).view(1, 3, 1, 1)  # RGB -> Y
         self._pin = self.device.type == "cuda"
-        self.warmed_up_shapes: set = set()
         # Opt-in torch.compile, done in a background thread per input shape: frames keep
         # running eagerly meanwhile (a compile takes minutes on a small CPU), the compiled
         # function is swapped in once it has produced one output, and a failure only logs.
@@ -188,6 +191,12 @@ class StereoEngine:
     @property
     def precision_name(self) -> str:
         return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+    def network_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(height, width) in pixels of an input of that size after ``input_scale``."""
+        if self.input_scale == 1.0:
+            return height, width
+        return max(1, round(height * self.input_scale)), max(1, round(width * self.input_scale))
 
     def describe(self) -> str:
         c = self.config
@@ -226,12 +235,9 @@ class StereoEngine:
             else:
                 scale = self._inv_std_u8
         if self.config.in_channels == 1:
-            w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
-            x = (x * w).sum(1, keepdim=True)
+            x = (x * self._grey_weights).sum(1, keepdim=True)
         if self.input_scale != 1.0:
-            h, w_ = x.shape[-2:]
-            size = (max(1, round(h * self.input_scale)), max(1, round(w_ * self.input_scale)))
-            x = F.interpolate(x, size=size, mode="area")
+            x = F.interpolate(x, size=self.network_size(*x.shape[-2:]), mode="area")
         # One fused pass, (x - mean) / std (and /255 for uint8), written straight into the
         # padded float32 tensor in the model's layout (the input may be an HWC view); the
         # bottom/right border then replicates the last row/column: zero padding would create
@@ -323,7 +329,9 @@ class StereoEngine:
         if left_rgb.shape != right_rgb.shape:
             raise ValueError(f"left {left_rgb.shape} and right {right_rgb.shape} differ in size")
         h, w = left_rgb.shape[:2]
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        if self.num_threads and torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
         left = self._prepare(self._to_tensor(left_rgb))
         right = self._prepare(self._to_tensor(right_rgb))
@@ -332,8 +340,7 @@ class StereoEngine:
         out = self._run_model(left, right, with_right, with_confidence)
         sync()
         t2 = time.perf_counter()
-        sh = round(h * self.input_scale) if self.input_scale != 1.0 else h
-        sw = round(w * self.input_scale) if self.input_scale != 1.0 else w
+        sh, sw = self.network_size(h, w)
 
         def native(t: torch.Tensor, is_disp: bool) -> np.ndarray:
             t = t[..., :sh, :sw].float()
@@ -352,17 +359,8 @@ class StereoEngine:
                 if rd.shape[-2:] != left.shape[-2:] else rd
             right_disp = native(rd, True)
         t3 = time.perf_counter()
-        self.warmed_up_shapes.add((h, w))
         return EngineResult(disp, conf, right_disp, {
             "preprocess": 1e3 * (t1 - t0), "model": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)})
-
-    def warmup(self, height: int, width: int, iterations: int = 1) -> float:
-        """Run dummy frames of the given size (allocator, cuDNN autotune); returns ms."""
-        t0 = time.perf_counter()
-        z = np.zeros((height, width, 3), np.float32)
-        for _ in range(max(1, iterations)):
-            self.infer(z, z)
-        return 1e3 * (time.perf_counter() - t0)
 
 
 def left_right_consistent(disp_left: np.ndarray, disp_right: np.ndarray,

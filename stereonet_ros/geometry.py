@@ -43,12 +43,6 @@ class StereoGeometry:
         """cx_l - cx_r: subtracted from the raw pixel shift to get DisparityImage's d."""
         return self.cx - self.cx_right
 
-    def scaled(self, sx: float, sy: float) -> "StereoGeometry":
-        """Geometry of the same cameras with images resized by (sx, sy)."""
-        return StereoGeometry(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
-                              self.cx_right * sx, self.baseline,
-                              int(round(self.width * sx)), int(round(self.height * sy)))
-
 
 def _finite(*vals: float) -> bool:
     return all(math.isfinite(v) for v in vals)

@@ -200,7 +200,7 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     valid &= disp > 0  # Z = fT/d needs d > 0
     min_d = -geom.cx_offset
     max_d = engine.max_disparity - geom.cx_offset
-    disp_out = np.where(valid, disp, np.float32(min_d - 1.0)).astype(np.float32)
+    disp_out = np.where(valid, disp, np.float32(min_d - 1.0)).astype(np.float32, copy=False)
     max_depth = opts.max_depth if opts.max_depth > 0 else math.inf
     depth = disparity_to_depth(disp, geom, valid, opts.min_depth, max_depth)
     points = rgb8 = None

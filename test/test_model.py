@@ -135,3 +135,28 @@ def test_engine_refiners_knob_keeps_the_first_levels(tiny_checkpoint):
     assert not np.allclose(got, full.infer(left, right, with_confidence=False).disparity, atol=1e-3)
     with pytest.raises(EngineConfigError, match=r"0\.\.1 for this model, got 2"):
         StereoEngine(str(tiny_checkpoint), refiners=2)
+
+
+def test_engine_sets_its_cpu_threads_in_the_thread_that_runs_frames(tiny_checkpoint):
+    """OpenMP's thread count is per thread: the node builds a new engine in its executor
+    thread (runtime num_threads change) while its worker thread keeps the count it had, so
+    infer() must apply the engine's count in the thread that runs the frame."""
+    import threading
+
+    import numpy as np
+    from stereonet_ros.engine import StereoEngine
+    before = torch.get_num_threads()
+    engine = StereoEngine(str(tiny_checkpoint), device="cpu", num_threads=1)  # built in this thread
+    seen = {}
+
+    def worker():
+        torch.set_num_threads(2)  # the worker's own count, e.g. left by the previous engine
+        img = np.zeros((64, 96, 3), np.float32)
+        engine.infer(img, img, with_confidence=False)
+        seen["threads"] = torch.get_num_threads()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(60)
+    torch.set_num_threads(before)
+    assert seen["threads"] == 1
