@@ -204,6 +204,8 @@ class StereoNetNode(Node):
             else:
                 sync = message_filters.ApproximateTimeSynchronizer(subs, v["queue_size"], v["sync_slop"])
             sync.registerCallback(self._on_pair)
+            for side, sub in zip(("left", "right"), subs):  # input counts and rates on /diagnostics
+                sub.registerCallback(lambda _msg, t=f"{side}/image_rect": self.stats.received_msg(t))
             self._image_subs = subs
             self._mf_sync = sync
             self.pairer = None

@@ -118,9 +118,9 @@ class NodeStats:
     def latency(self) -> Dict[str, Tuple[float, float, float]]:
         """stage -> (mean, p50, p95) in ms over the recent window."""
         with self._lock:
-            items = {k: np.asarray(v) for k, v in self._lat.items() if v}
-        return {k: (float(a.mean()), float(np.percentile(a, 50)), float(np.percentile(a, 95)))
-                for k, a in items.items()}
+            items = {k: list(v) for k, v in self._lat.items() if v}
+        stats = {k: percentiles(v) for k, v in items.items()}
+        return {k: (s["mean"], s["p50"], s["p95"]) for k, s in stats.items()}
 
     def snapshot(self) -> Dict[str, object]:
         with self._lock:
