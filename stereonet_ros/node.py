@@ -212,8 +212,11 @@ class StereoNetNode(Node):
             return
         self.pairer = StereoPairer(v["sync_mode"], v["sync_slop"], v["queue_size"],
                                    on_discard=lambda n: self.stats.drop("unpaired", count=n))
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         for side, add in (("left", self.pairer.add_left), ("right", self.pairer.add_right)):
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=self._on_incompatible_qos,
+                message_lost=lambda info, topic=f"{side}/image_rect": self._on_message_lost(topic, info))
+
             def cb(msg: Image, side: str = side, add: Any = add) -> None:
                 self.stats.received_msg(f"{side}/image_rect")
                 self._check_side_stamp(side, msg)
@@ -243,6 +246,16 @@ class StereoNetNode(Node):
     def _on_info(self, side: str, msg: CameraInfo) -> None:
         self.stats.received_msg(f"{side}/camera_info")
         self._infos[side] = (msg, time.monotonic())
+
+    def _on_message_lost(self, topic: str, info: Any) -> None:
+        """The middleware reports images that never arrived (e.g. large images over UDP)."""
+        n = int(info.total_count_change)
+        if n <= 0:
+            return
+        self.stats.drop("transport_lost", f"{n} on {topic}", count=n)
+        self._warn("transport_lost", f"{n} image(s) on {topic} lost in DDS transport before reaching the "
+                   "node; for large images use shared memory / FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
+                   "(README: Transport for big images)")
 
     def _on_incompatible_qos(self, info: Any) -> None:
         self.get_logger().error(

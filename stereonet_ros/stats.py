@@ -13,6 +13,7 @@ import numpy as np
 
 #: Every reason a frame can be dropped; each has a counter and a human description.
 DROP_REASONS: Dict[str, str] = {
+    "transport_lost": "images lost by DDS before reaching the node, as the middleware reports (large images over UDP)",
     "unpaired": "no partner image with a matching stamp (sync queue overflow or mismatched stamps)",
     "overrun": "a newer pair arrived while this one waited (inference slower than the camera)",
     "camera_info_missing": "no camera_info received yet (or it is older than camera_info_timeout)",

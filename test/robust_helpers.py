@@ -29,7 +29,7 @@ class NodeProcess:
 
     def __init__(self, log_path: Path, params: Dict[str, Any], namespace: str = "",
                  params_file: Optional[str] = PARAMS_FILE, extra_args: Sequence[str] = (),
-                 module: str = "stereonet_ros.node") -> None:
+                 module: str = "stereonet_ros.node", env: Optional[Dict[str, str]] = None) -> None:
         # module "stereonet_ros.node_main" runs what the stereonet_node console script runs
         args = [PYTHON, "-m", module, "--ros-args"]
         if params_file:
@@ -43,7 +43,7 @@ class NodeProcess:
         args += list(extra_args)
         self.args = args
         self.log_path = log_path
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+        env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
 
