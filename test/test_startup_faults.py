@@ -91,12 +91,16 @@ def process_runs(tmp_path_factory, cases, ros_domain):
     """Start the process cases at once (they overlap on the cores) -> (exit code, output)."""
     d = tmp_path_factory.mktemp("logs")
     procs = {}
-    for name in PROCESS_CASES:
+    # Each process on a DDS domain of its own (201.., outside the suite's 30..200): these
+    # processes start and exit together, and CI once saw one abort inside Fast DDS's TCP
+    # transport while peers came and went. They need no peers to fail their start.
+    for i, name in enumerate(PROCESS_CASES):
         # Without the params file for the wrong type: rcl keeps the file's value over a
         # differently typed -p, so the bad value would never reach the node.
         kw = {"params_file": None} if name == "param_wrong_type" else {}
-        procs[name] = NodeProcess(d / f"{name}.log", cases[name][0], **kw)
-    procs["params_file_missing"] = NodeProcess(d / "pf.log", {}, params_file=str(d / "nope.yaml"))
+        procs[name] = NodeProcess(d / f"{name}.log", cases[name][0], env={"ROS_DOMAIN_ID": str(201 + i)}, **kw)
+    procs["params_file_missing"] = NodeProcess(d / "pf.log", {}, params_file=str(d / "nope.yaml"),
+                                               env={"ROS_DOMAIN_ID": str(201 + len(PROCESS_CASES))})
     results = {}
     for name, p in procs.items():
         try:
