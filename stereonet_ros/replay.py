@@ -157,10 +157,15 @@ class BagPlayer:
         reader = bag.open_bag(self.path)
         first = self.start_ns + self.offset_ns
         stamps: Dict[int, int] = {}   # original -> new stamp, for this pass
-        wall0 = time.monotonic()
+        wall0: Optional[float] = None
         try:
             conns = [c for c in reader.connections if c.topic in self.topics]
             for conn, t_log, raw in reader.messages(connections=conns, start=first):
+                if wall0 is None:
+                    # The clock starts at the first message, not before the reader's set-up:
+                    # a fresh install's first chunk (decompressor import, cold disk) took
+                    # 450 ms, and every message of the first second was played that late.
+                    wall0 = time.monotonic() - (t_log - first) / 1e9 / self.rate
                 due = wall0 + (t_log - first) / 1e9 / self.rate
                 if self._wait_until(due):
                     return
