@@ -18,8 +18,9 @@ runs as root and ``unshare`` works; otherwise it sets the transport on the loopb
 The defaults fit an idle 2-core CPU in ~1-2 minutes: 60 frames of 640x480 (disparities
 < 96 px; a ~250 MB cached bag), the node keeping one refiner of three (``refiners: 1``, about
 a quarter of the CPU time; it measured more accurate than ``input_scale`` 0.5 at a similar
-cost, docs/PERFORMANCE.md) and searching 128 px instead of the checkpoint's full range, the bag played at 2 frames/s. A node slower than that (a busy
-CPU) drops frames, and the drops are reported; ``--width 320 --height 240
+cost, docs/PERFORMANCE.md) and searching 128 px instead of the checkpoint's full range, the
+bag played at 2 frames/s. A node slower than that (a busy CPU) drops frames, and the drops
+are reported; ``--width 320 --height 240
 --max-disparity 48 --node-max-disparity 64`` is 4x lighter.
 """
 from __future__ import annotations
@@ -379,7 +380,8 @@ def banner(text: str) -> None:
 def summary_text(r: Dict[str, Any]) -> str:
     m, lat = r["metrics"], r["latency_ms"]
     lines = [f"stereonet demo: {r['pairs_published']} pairs at {r['input_pair_rate_hz']:.2f} Hz "
-             f"({r['bag']['width']}x{r['bag']['height']}, input_scale {r['input_scale']:g}, refiners {r['refiners']}) into the node process",
+             f"({r['bag']['width']}x{r['bag']['height']}, input_scale {r['input_scale']:g}, "
+             f"refiners {r['refiners']}) into the node process",
              f"  output: {r['disparities_received']} disparities, {r['output_rate_hz']:.2f} Hz; "
              f"latency (input publish -> output arrival) p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms",
              f"  dropped: {r['dropped']} of {r['pairs_published']} pairs; node reasons: "

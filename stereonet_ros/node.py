@@ -117,8 +117,9 @@ class StereoNetNode(Node):
         try:
             self._configure()
         except StartupError as exc:
-            # Logged here, before any DDS teardown: the reason must reach the log even if
-            # tearing down the transport fails (CI saw Fast DDS abort once in that teardown).
+            # Logged here, before any DDS teardown: the reason must reach the log even if the
+            # process dies in the middleware (CI once saw a failed start abort inside Fast DDS
+            # with no reason logged).
             self.get_logger().fatal(f"cannot start: {exc}")
             self.destroy_node()  # no half-built node left in the caller's context
             raise
@@ -570,8 +571,8 @@ def main(args: Optional[List[str]] = None) -> int:
         executor.spin()
     except StartupError:  # the constructor has logged the reason
         # Nothing was started, so nothing needs an orderly stop: leave at once with 2 and
-        # skip the DDS participant teardown, whose TCP (LARGE_DATA) transport aborted the
-        # process once in CI ("local_endpoint: Bad file descriptor", SIGABRT instead of 2).
+        # skip the DDS participant teardown (CI once saw a failed start abort inside Fast
+        # DDS's TCP transport, "local_endpoint: Bad file descriptor": SIGABRT instead of 2).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(2)

@@ -162,9 +162,9 @@ class BagPlayer:
             conns = [c for c in reader.connections if c.topic in self.topics]
             for conn, t_log, raw in reader.messages(connections=conns, start=first):
                 if wall0 is None:
-                    # The clock starts at the first message, not before the reader's set-up:
-                    # a fresh install's first chunk (decompressor import, cold disk) took
-                    # 450 ms, and every message of the first second was played that late.
+                    # The clock starts at the first message, not before the reader's set-up
+                    # (in one clean-clone CI run the first second of an mcap bag was played
+                    # 450 ms late: a stall before the first message, then catching up).
                     wall0 = time.monotonic() - (t_log - first) / 1e9 / self.rate
                 due = wall0 + (t_log - first) / 1e9 / self.rate
                 if self._wait_until(due):
