@@ -169,7 +169,8 @@ class StereoEngine:
         # goes into the scale, so conversion and normalisation are a single pass.
         self._shift = (-mean / std).view(1, -1, 1, 1).to(self.device)
         self._inv_std_u8 = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
-        self._grey_weights = torch.tensor([0.299, 0.587, 0.114], device=self.device).view(1, 3, 1, 1)  # RGB -> Y
+        # RGB -> luma for 1-channel checkpoints (ITU-R BT.601 weights)
+        self._grey_weights = torch.tensor([0.299, 0.587, 0.114], device=self.device).view(1, 3, 1, 1)
         self._pin = self.device.type == "cuda"
         # Opt-in torch.compile, done in a background thread per input shape: frames keep
         # running eagerly meanwhile (a compile takes minutes on a small CPU), the compiled
