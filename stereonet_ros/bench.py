@@ -43,6 +43,7 @@ import torch
 from .checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
 from .engine import StereoEngine, cpu_has_native_bf16, resolve_device
 from .model import StereoNet, StereoNetConfig, difference_cost_volume
+from .stats import percentiles
 
 DEFAULT_SIZES = "640x480,960x540,1280x720"
 SECTIONS = ("model", "memory", "node", "sgbm", "knobs")
@@ -72,11 +73,12 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
 
 
 def summarize(ms: Sequence[float]) -> Dict[str, float]:
-    """mean/p50/p95/min in ms and the throughput in Hz (1000 / mean) of a list of timings."""
-    a = np.asarray(ms, dtype=np.float64)
-    mean = float(a.mean())
-    return {"mean_ms": mean, "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "min_ms": float(a.min()), "hz": 1e3 / mean if mean > 0 else math.inf, "n": int(a.size)}
+    """mean/p50/p95/min in ms and the throughput in Hz (1000 / mean) of a list of timings
+    (the percentiles are ``stats.percentiles``, as in the node's and the evaluator's reports)."""
+    p = percentiles(ms)
+    mean = p["mean"]
+    return {"mean_ms": mean, "p50_ms": p["p50"], "p95_ms": p["p95"], "min_ms": float(min(ms)),
+            "hz": 1e3 / mean if mean > 0 else math.inf, "n": p["count"]}
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
