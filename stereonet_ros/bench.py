@@ -309,23 +309,20 @@ class Bench:
 
     # -- classical reference ------------------------------------------------------------------
     def run_sgbm(self) -> List[Dict[str, Any]]:
-        import cv2
+        from .baseline import BLOCK_SIZE, make_sgbm, num_disparities_for, to_grey_u8
         rows = []
-        block = 5
+        block = BLOCK_SIZE
         for (w, h) in self.cfg.sizes:
-            # The same searched range as the network, in multiples of 16 (SGBM's rule) and
-            # narrower than the image (tiny test sizes).
-            ndisp = int(16 * math.ceil(self.engine().max_disparity / 16))
-            ndisp = max(16, min(ndisp, 16 * ((w - 1) // 16)))
-            sgbm = cv2.StereoSGBM_create(minDisparity=0, numDisparities=ndisp, blockSize=block,
-                                         P1=8 * block * block, P2=32 * block * block, uniquenessRatio=10,
-                                         speckleWindowSize=100, speckleRange=2, disp12MaxDiff=1)
-            lg, rg = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in self.frames[(w, h)])
+            # The network's searched range, in SGBM's multiples of 16 (the one baseline of
+            # training.measure's accuracy numbers, so speed and accuracy compare one matcher).
+            ndisp = num_disparities_for(self.engine().max_disparity, w)
+            sgbm = make_sgbm(ndisp)
+            lg, rg = (to_grey_u8(f) for f in self.frames[(w, h)])
             ms = time_calls(lambda: sgbm.compute(lg, rg), max(self.cfg.iters, 3), 1, lambda: None)
             s = summarize(ms)
             model, best = self.auto_model_ms((w, h)), self.best_model_ms((w, h))
             rows.append({"size": f"{w}x{h}", "num_disparities": ndisp, "block_size": block,
-                         "mode": "MODE_SGBM", **s, "model_mean_ms": model,
+                         "mode": "MODE_SGBM_3WAY", **s, "model_mean_ms": model,
                          "model_precision": self.engine().precision_name,
                          "ratio_model_over_sgbm": (model / s["mean_ms"]) if model else None,
                          "ratio_best_precision_over_sgbm": (best / s["mean_ms"]) if best else None})

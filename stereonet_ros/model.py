@@ -335,10 +335,14 @@ class StereoNet(nn.Module):
         return F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool = False,
-                with_confidence: bool = False, candidates: Optional[int] = None) -> Dict[str, object]:
+                with_confidence: bool = False, candidates: Optional[int] = None,
+                refine: bool = True, with_cost: bool = False) -> Dict[str, object]:
         """``candidates`` overrides the cost volume's disparity count D (the 3D filter is
         convolutional over disparity, so a trained model can search a shorter or longer
-        range at inference)."""
+        range at inference). ``refine=False`` stops after the soft-argmin (the cheap
+        matching-only training stage). ``with_cost`` adds ``cost`` (B, D, h, w), the filtered
+        matching cost at 1/2^k whose ``softmax(-cost)`` is the disparity distribution (and
+        ``right_cost`` with ``with_right``), for a loss on the distribution itself."""
         if left.shape != right.shape:
             raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
         h, w = left.shape[-2:]
@@ -353,13 +357,17 @@ class StereoNet(nn.Module):
         fl, fr = feats.chunk(2, 0)
         cost = self.cost_filter(difference_cost_volume(fl, fr, d, direction=-1))
         coarse, prob = soft_argmin(cost, step)
-        pyr = self._pyramid(coarse, left)
+        pyr = self._pyramid(coarse, left) if refine else [coarse]
         result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], (h, w))}
+        if with_cost:
+            result["cost"] = cost
         if with_confidence:
             conf = distribution_confidence(prob, coarse, step)
             result["confidence"] = self._full(conf, (h, w))
         if with_right:
             cost_r = self.cost_filter(difference_cost_volume(fr, fl, d, direction=+1))
             coarse_r, _ = soft_argmin(cost_r, step)
-            result["right_disparities"] = self._pyramid(coarse_r, right)
+            result["right_disparities"] = self._pyramid(coarse_r, right) if refine else [coarse_r]
+            if with_cost:
+                result["right_cost"] = cost_r
         return result

@@ -165,6 +165,14 @@ def camera_info_report(linfo: Any, rinfo: Any,
     return level, "; ".join(t for _, t in problems), kv
 
 
+def match_in_view(raw: np.ndarray) -> np.ndarray:
+    """Pixels whose network disparity (x_l - x_r, px) is finite and lands inside the right
+    image (x - d >= -0.5): the node's first validity rule, before confidence, left-right
+    and depth checks. Accuracy reports use it for the 'published' convention."""
+    w = raw.shape[-1]
+    return np.isfinite(raw) & (np.arange(w, dtype=np.float32)[None, :] - raw >= -0.5)
+
+
 def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,
                  opts: OutputOptions, max_pixels: Optional[int] = None) -> FrameOutput:
     """Validate, run the network and build every output array for one stereo pair."""
@@ -190,8 +198,7 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     t2 = time.perf_counter()
 
     raw = res.disparity
-    # A match must land inside the right image: x - raw >= 0.
-    valid = np.isfinite(raw) & (np.arange(w, dtype=np.float32)[None, :] - raw >= -0.5)
+    valid = match_in_view(raw)
     if res.confidence is not None and opts.confidence_threshold > 0:
         valid &= res.confidence >= opts.confidence_threshold
     if opts.lr_check and res.right_disparity is not None:

@@ -15,11 +15,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import KITTI, FolderPairs, Middlebury, SceneFlow, SyntheticStereo
+from .datasets import (KITTI, BagPairs, FolderPairs, Middlebury, MixedStereo, SceneFlow, SgbmLabels,
+                       SyntheticStereo, family_split)
 from .synthetic import SyntheticConfig
 from .transforms import StereoTransform
 
-NAMES = ("synthetic", "sceneflow", "kitti2012", "kitti2015", "middlebury", "folder")
+NAMES = ("synthetic", "sceneflow", "kitti2012", "kitti2015", "middlebury", "folder", "bag")
 
 
 class StereoDataModule(pl.LightningDataModule):
@@ -43,6 +44,18 @@ class StereoDataModule(pl.LightningDataModule):
         in_channels: 1 converts images to grey.
         divisor: network input multiple (2^k).
         sceneflow_pass, kitti_occluded, val_every: dataset options.
+        families: ``folder`` datasets in the one-folder-per-pair layout: train on these
+            families only (e.g. ``[kitti2012]``); the others are validation-only.
+        val_families: families in the validation set (None = all). Validation holds every
+            ``val_every``-th pair of each training family and all pairs of other families;
+            training never sees a validation pair.
+        synthetic_fraction: share of training samples that are synthetic scenes (rendered at
+            the crop size with ``synthetic`` overrides) mixed into a real dataset.
+        epoch_size: samples per training epoch of a mixed set (real sets are small).
+        bag_topics: ``bag`` datasets: topic names (keys of ``stereonet_ros.bag.StereoTopics``);
+            bag_every keeps every n-th pair, bag_limit caps how many are loaded.
+        sgbm_labels: training pairs without ground truth get sparse, left-right-checked SGBM
+            labels (for self-supervised fine-tuning).
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
@@ -55,7 +68,11 @@ class StereoDataModule(pl.LightningDataModule):
                  max_disparity: int = 192, synthetic: Optional[Dict[str, Any]] = None,
                  augment: bool = True, photometric_strength: float = 0.5, grey_prob: float = 0.1,
                  in_channels: int = 3, divisor: int = 8, sceneflow_pass: str = "frames_cleanpass",
-                 kitti_occluded: bool = True, val_every: int = 10) -> None:
+                 kitti_occluded: bool = True, val_every: int = 10,
+                 families: Optional[List[str]] = None, val_families: Optional[List[str]] = None,
+                 synthetic_fraction: float = 0.0, epoch_size: int = 10000,
+                 bag_topics: Optional[Dict[str, str]] = None, bag_every: int = 1,
+                 bag_limit: Optional[int] = None, sgbm_labels: bool = False) -> None:
         super().__init__()
         for n in (dataset, val_dataset):
             if n is not None and n not in NAMES:
@@ -75,6 +92,13 @@ class StereoDataModule(pl.LightningDataModule):
         kw = dict(hp.synthetic or {})
         kw.setdefault("max_disparity", float(hp.max_disparity))
         return SyntheticConfig(height=height, width=width, **kw)
+
+    def _synthetic_transform(self) -> Optional[StereoTransform]:
+        hp = self.hparams
+        if not hp.augment:
+            return None
+        return StereoTransform(None, 1.0, augment=True, photometric_strength=hp.photometric_strength,
+                               grey_prob=hp.grey_prob, grey=hp.in_channels == 1, divisor=hp.divisor)
 
     def _real(self, name: str, root: Optional[str], train: bool, split_role: Optional[str]) -> Dataset:
         """A real dataset; ``split_role`` 'train'/'val' takes a deterministic split of root."""
@@ -96,14 +120,28 @@ class StereoDataModule(pl.LightningDataModule):
             ds = KITTI(root, year=int(name[-4:]), occluded=hp.kitti_occluded, transform=tf)
         elif name == "middlebury":
             ds = Middlebury(root, transform=tf)
+        elif name == "bag":
+            ds = BagPairs(root, transform=tf, topics=hp.bag_topics, limit=hp.bag_limit, every=hp.bag_every)
         else:
-            ds = FolderPairs(root, transform=tf)
+            ds = FolderPairs(root, transform=tf,
+                             families=hp.families if train else hp.val_families)
+            if hp.families is not None:
+                return self._family_split(ds, "train" if train else "val", root)
         if split_role is not None:
             n = len(ds)
             keep = [i for i in range(n) if (i % hp.val_every == 0) == (split_role == "val")]
-            ds.items = [ds.items[i] for i in keep]
-            if not ds.items:
+            attr = "samples" if isinstance(ds, BagPairs) else "items"
+            setattr(ds, attr, [getattr(ds, attr)[i] for i in keep])
+            if not keep:
                 raise ValueError(f"{name} split '{split_role}' of '{root}' is empty ({n} frames)")
+        return ds
+
+    def _family_split(self, ds: FolderPairs, role: str, root: str) -> FolderPairs:
+        keep = family_split(ds.families, self.hparams.families or (), self.hparams.val_every, role)
+        ds.items = [ds.items[i] for i in keep]
+        ds.families = [ds.families[i] for i in keep]
+        if not ds.items:
+            raise ValueError(f"folder split '{role}' of '{root}' is empty")
         return ds
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -111,15 +149,21 @@ class StereoDataModule(pl.LightningDataModule):
         vname = hp.val_dataset or hp.dataset
         if stage in (None, "fit") and self.train_set is None:
             if hp.dataset == "synthetic":
-                tf = StereoTransform(None, 1.0, augment=True, photometric_strength=hp.photometric_strength,
-                                     grey_prob=hp.grey_prob, grey=hp.in_channels == 1,
-                                     divisor=hp.divisor) if hp.augment else None
                 self.train_set = SyntheticStereo(hp.train_size, hp.seed_base,
-                                                 self._synthetic_config(hp.crop_height, hp.crop_width), tf)
+                                                 self._synthetic_config(hp.crop_height, hp.crop_width),
+                                                 self._synthetic_transform())
             else:
                 split = "train" if (hp.dataset != "sceneflow" and not hp.val_root
                                     and vname == hp.dataset) else None
                 self.train_set = self._real(hp.dataset, hp.root, True, split)
+                if hp.sgbm_labels:
+                    self.train_set = SgbmLabels(self.train_set, float(hp.max_disparity))
+                if hp.synthetic_fraction > 0:
+                    synth = SyntheticStereo(hp.train_size, hp.seed_base,
+                                            self._synthetic_config(hp.crop_height, hp.crop_width),
+                                            self._synthetic_transform())
+                    self.train_set = MixedStereo(self.train_set, synth, hp.synthetic_fraction,
+                                                 hp.epoch_size)
         if self.val_set is None:
             if vname == "synthetic":
                 tf = StereoTransform(None, grey=hp.in_channels == 1, divisor=hp.divisor)
@@ -154,4 +198,5 @@ class StereoDataModule(pl.LightningDataModule):
         return {"dataset": hp.dataset, "root": hp.root, "val_dataset": hp.val_dataset or hp.dataset,
                 "crop": [hp.crop_height, hp.crop_width], "batch_size": hp.batch_size,
                 "seed_base": hp.seed_base, "val_seed_base": hp.val_seed_base,
-                "synthetic": dict(hp.synthetic or {})}
+                "synthetic": dict(hp.synthetic or {}), "families": hp.families,
+                "synthetic_fraction": hp.synthetic_fraction}

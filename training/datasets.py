@@ -354,35 +354,207 @@ class Middlebury(StereoDataset):
 # ----------------------------------------------------------------------------- folder
 
 class FolderPairs(StereoDataset):
-    """A generic folder: ``root/left/<name>.<img>``, ``root/right/<name>.<img>`` and optional
-    ``root/disp/<stem>.pfm|.png|.npy`` (PNG = uint16 / ``png_scale``, 0 = invalid)."""
+    """A folder of rectified pairs, in either of two layouts:
+
+    - flat: ``root/left/<name>.<img>``, ``root/right/<name>.<img>`` and optional
+      ``root/disp/<stem>.pfm|.png|.npy``;
+    - one folder per pair (the layout of the project's shared data and of
+      ``stereonet-eval`` exports): ``root/<pair>/left.<img>``, ``right.<img>``, optional
+      ``disparity.png|.pfm|.npy`` and ``meta.json`` whose ``family`` (else the pair folder's
+      name up to its first ``_``) names the pair's source, e.g. ``kitti2012``.
+
+    PNG disparity = uint16 / ``png_scale``, 0 = invalid. ``families`` keeps only pairs of
+    those families (per-pair layout). :attr:`families` lists each item's family.
+    """
 
     name = "folder"
 
     def __init__(self, root: PathLike, transform: Optional[StereoTransform] = None,
-                 png_scale: float = 256.0, require_disp: bool = False) -> None:
+                 png_scale: float = 256.0, require_disp: bool = False,
+                 families: Optional[Sequence[str]] = None) -> None:
         super().__init__(transform)
-        expected = "left/ and right/ folders with images of the same names, optional disp/"
+        expected = ("left/ and right/ folders with images of the same names (optional disp/), "
+                    "or one folder per pair with left.png, right.png (optional disparity.png)")
         base = _require_dir(root, expected)
-        ldir, rdir, ddir = base / "left", base / "right", base / "disp"
-        if not ldir.is_dir() or not rdir.is_dir():
-            raise DatasetError(f"folder dataset '{root}' needs {expected}")
         self.png_scale = png_scale
+        self.families: List[str] = []
+        ldir, rdir = base / "left", base / "right"
+        if ldir.is_dir() and rdir.is_dir():
+            self._flat(base, require_disp)
+        else:
+            self._per_pair(base, require_disp, families)
+        if not self.items and families is not None:
+            raise DatasetError(f"folder dataset '{root}' has no pair of families {list(families)}")
+        self._check_nonempty(root, expected)
+
+    def _flat(self, base: Path, require_disp: bool) -> None:
+        ldir, rdir, ddir = base / "left", base / "right", base / "disp"
         for left in sorted(ldir.iterdir()):
             if left.suffix.lower() not in IMAGE_EXTS:
                 continue
             right = rdir / left.name
             if not right.exists():
                 raise DatasetError(f"'{left}' has no right image '{right}'")
-            disp = None
-            for ext in (".pfm", ".png", ".npy"):
-                if (ddir / (left.stem + ext)).exists():
-                    disp = str(ddir / (left.stem + ext))
-                    break
+            disp = _first_existing(ddir, left.stem, (".pfm", ".png", ".npy"))
             if require_disp and disp is None:
                 raise DatasetError(f"'{left}' has no disparity in '{ddir}' (.pfm/.png/.npy)")
             self.items.append((str(left), str(right), disp, None))
-        self._check_nonempty(root, expected)
+            self.families.append(base.name)
+
+    def _per_pair(self, base: Path, require_disp: bool, families: Optional[Sequence[str]]) -> None:
+        import json
+
+        for pdir in sorted(p for p in base.iterdir() if p.is_dir()):
+            left = _first_existing(pdir, "left", IMAGE_EXTS)
+            right = _first_existing(pdir, "right", IMAGE_EXTS)
+            if left is None:
+                continue
+            if right is None:
+                raise DatasetError(f"pair folder '{pdir}' has a left image but no right.<img>")
+            family = pdir.name.split("_")[0]
+            meta = pdir / "meta.json"
+            if meta.exists():
+                family = str(json.loads(meta.read_text()).get("family", family))
+            if families is not None and family not in families:
+                continue
+            disp = _first_existing(pdir, "disparity", (".png", ".pfm", ".npy"))
+            if require_disp and disp is None:
+                raise DatasetError(f"pair folder '{pdir}' has no disparity.png/.pfm/.npy")
+            self.items.append((left, right, disp, None))
+            self.families.append(family)
+
+
+def family_split(families: Sequence[str], train_families: Sequence[str], val_every: int,
+                 role: str) -> List[int]:
+    """Indices of the ``role`` ('train' or 'val') split of items whose families are given.
+
+    Every ``val_every``-th item (counted within its family, in order) of a training family is
+    validation; items of any other family are validation only. The rule is deterministic, so
+    training (``StereoDataModule``) and measurement (``training.measure``) agree on it.
+    """
+    if role not in ("train", "val"):
+        raise ValueError(f"role must be 'train' or 'val', got {role!r}")
+    if val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {val_every}")
+    train_fams = set(train_families)
+    seen: Dict[str, int] = {}
+    keep = []
+    for i, fam in enumerate(families):
+        j = seen.get(fam, 0)
+        seen[fam] = j + 1
+        is_val = fam not in train_fams or j % val_every == 0
+        if is_val == (role == "val"):
+            keep.append(i)
+    return keep
+
+
+def _first_existing(folder: Path, stem: str, exts: Sequence[str]) -> Optional[str]:
+    for ext in exts:
+        if (folder / (stem + ext)).exists():
+            return str(folder / (stem + ext))
+    return None
+
+
+class BagPairs(Dataset):
+    """The stereo pairs of a rosbag (ROS 2 sqlite3/MCAP or ROS 1), read with the project's
+    bag reader (left/right paired by exact stamp), for fine-tuning on one's own camera.
+
+    Images are decoded once into memory (``limit`` caps the pair count; ``every`` keeps
+    every n-th pair: consecutive video frames are near duplicates). Ground truth is used
+    where the bag has it, else ``disp`` is NaN (self-supervised training).
+    """
+
+    name = "bag"
+
+    def __init__(self, path: PathLike, transform: Optional[StereoTransform] = None,
+                 topics: Optional[Dict[str, str]] = None, limit: Optional[int] = None,
+                 every: int = 1) -> None:
+        from stereonet_ros.bag import BagError, StereoTopics, read_stereo_frames
+        from stereonet_ros.imageconv import image_to_numpy, to_rgb_float
+
+        self.transform = transform or StereoTransform()
+        try:
+            tp = StereoTopics(**(topics or {}))
+        except TypeError as exc:
+            raise DatasetError(f"bag topics {topics}: {exc}") from exc
+        self.samples: List[Sample] = []
+        try:
+            for i, fr in enumerate(read_stereo_frames(path, tp)):
+                if i % max(1, every):
+                    continue
+                left = to_rgb_float(image_to_numpy(fr.left), fr.left.encoding)
+                right = to_rgb_float(image_to_numpy(fr.right), fr.right.encoding)
+                disp = fr.gt_disparity if fr.gt_disparity is not None else \
+                    np.full(left.shape[:2], np.nan, np.float32)
+                self.samples.append({"left": left, "right": right, "disp": disp})
+                if limit and len(self.samples) >= limit:
+                    break
+        except BagError as exc:
+            raise DatasetError(f"bag '{path}': {exc}") from exc
+        if not self.samples:
+            raise DatasetError(f"bag '{path}' holds no stereo pair on {tp.left} / {tp.right}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        return to_tensors(self.transform(dict(self.samples[index]), rng))
+
+
+class SgbmLabels(Dataset):
+    """Wraps a dataset of pairs without ground truth: ``disp`` becomes sparse labels from the
+    project's SGBM baseline (its own left-right check; holes NaN), computed on the
+    transformed (cropped) pair. Pixels with real ground truth keep it."""
+
+    def __init__(self, base: Dataset, max_disparity: float) -> None:
+        self.base = base
+        self.max_disparity = float(max_disparity)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        from stereonet_ros.baseline import sgbm_disparity
+
+        s = self.base[index]
+        left = s["left"].permute(1, 2, 0).numpy()
+        right = s["right"].permute(1, 2, 0).numpy()
+        if left.shape[2] == 1:
+            left, right = left[..., 0], right[..., 0]
+        labels = torch.from_numpy(sgbm_disparity(left, right, self.max_disparity))[None]
+        disp = s.get("disp")
+        s["disp"] = labels if disp is None else torch.where(torch.isfinite(disp), disp, labels)
+        return s
+
+
+class MixedStereo(Dataset):
+    """Real samples mixed with synthetic scenes: sample ``i`` is synthetic with probability
+    ``synthetic_fraction`` (decided by a hash of ``i``, so fixed per index; the loader's
+    shuffling mixes them), else real sample ``i mod len(real)``. ``length`` sets the epoch
+    size, independent of the (small) real set."""
+
+    def __init__(self, real: Dataset, synthetic: Dataset, synthetic_fraction: float,
+                 length: int) -> None:
+        if not 0.0 <= synthetic_fraction <= 1.0:
+            raise ValueError(f"synthetic_fraction must be in [0, 1], got {synthetic_fraction}")
+        self.real, self.synthetic = real, synthetic
+        self.fraction = float(synthetic_fraction)
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def is_synthetic(self, index: int) -> bool:
+        h = (index * 2654435761) % 2 ** 32   # Knuth's multiplicative hash: uniform in [0, 2^32)
+        return h < self.fraction * 2 ** 32
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        if self.is_synthetic(index):
+            s = self.synthetic[index % len(self.synthetic)]
+            s.pop("disp_right", None)  # both sources must collate into one batch
+            return s
+        return self.real[index % len(self.real)]
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -423,7 +595,7 @@ class SyntheticStereo(Dataset):
         return to_tensors(s)
 
 
-DATASETS: Dict[str, Callable[..., Dataset]] = {
+DATASETS: Dict[str, Callable[..., Dataset]] = {  # noqa: E305
     "synthetic": SyntheticStereo, "sceneflow": SceneFlow, "kitti": KITTI,
     "middlebury": Middlebury, "folder": FolderPairs,
 }

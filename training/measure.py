@@ -1,140 +1,234 @@
-"""Re-measure the numbers of the model card.
+"""Re-measure the numbers of the model card, through the node's own engine.
 
-    python -m training.measure --checkpoint stereonet_ros/weights/stereonet_default.pt [--json out.json]
+    python -m training.measure [--checkpoint W.pt] [--data ../shared/data/real_stereo] \
+        [--figures out/measure] [--json out/measure/measure.json]
 
-1. Synthetic validation: scenes ``val_seed_base + i`` (never used for training, whose seeds
-   are 0 .. train_size-1) rendered at ``--synthetic-size``; metrics over gt < max_disparity.
-2. Held-out real photographs: ``skimage.data.stereo_motorcycle()`` (Middlebury 2014
-   Motorcycle, 741x500, gt 7-60 px, inf = unknown), StereoNet vs OpenCV StereoSGBM with
-   fixed, generic parameters (numDisparities = the model's range rounded up to 16). SGBM's
-   invalid pixels count as errors (``stereonet_ros.metrics`` rule, density reported); its
-   accuracy on its own valid pixels is printed too.
-3. CPU latency: median ms of a 640x480 forward (``torch.inference_mode``, current threads).
-4. With ``--knobs``: the node's speed/accuracy knobs (``input_scale``, ``refiners``,
-   ``max_disparity``) run through the node's own ``StereoEngine`` (fp32, CPU), each scored on
-   the synthetic scenes and the motorcycle, with its time per motorcycle frame.
+Every prediction comes from :class:`stereonet_ros.engine.StereoEngine` fed 8-bit RGB, as the
+node feeds it (grey pairs replicated to three channels), and every comparison is against
+:mod:`stereonet_ros.baseline` (the bench's SGBM too).
 
-All errors in pixels of the evaluated resolution. Nothing here is tuned on the motorcycle.
+1. Real validation pairs (``--data``, one folder per pair): the validation split of
+   ``training.datasets.family_split`` (every ``--val-every``-th pair of the training
+   families, all pairs of other families), never trained on. Per family and overall:
+   StereoNet dense (every pixel), StereoNet published (pixels the node marks invalid - no
+   match inside the right image - count as errors), SGBM with holes filled from the left,
+   SGBM as published (holes count as errors); SGBM searches each pair's ground-truth range
+   (:func:`sgbm_range`, in its favour). ``--figures`` writes one PNG per pair: left,
+   ground truth, StereoNet, SGBM, and both error maps.
+2. Synthetic validation scenes (seeds never used for training), visible and occluded
+   pixels reported apart (occluded: no consistent match in the right view).
+3. The scikit-image motorcycle pair (Middlebury 2014, held out, never trained or selected
+   on), for continuity with earlier model cards.
+4. ``--knobs``: the node's speed knobs, each scored through the engine with its time.
+
+All errors in pixels of the evaluated resolution; D1 and bad-N in %.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from stereonet_ros.baseline import fill_holes_from_left, sgbm_disparity
 from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
 from stereonet_ros.engine import StereoEngine
+from stereonet_ros.messages import colorize_disparity
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
+from stereonet_ros.pipeline import match_in_view
 
 KEYS = ("epe", "d1", "bad0.5", "bad1", "bad2", "bad4", "density")
+#: The four ways every real pair is scored (see the module docstring).
+METHODS = ("stereonet_dense", "stereonet_published", "sgbm_filled", "sgbm_published")
 
 
-def predict(ck: LoadedCheckpoint, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Disparity (H, W) in pixels for float RGB [0, 1] (H, W, 3) images; pads (replicate) to
-    a multiple of 2^k at the bottom/right and crops back."""
-    model = ck.model.eval()
-    c = ck.config.in_channels
-    mean = torch.tensor(ck.normalization.mean).view(1, -1, 1, 1)
-    std = torch.tensor(ck.normalization.std).view(1, -1, 1, 1)
-
-    def prep(img: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(img, np.float32)).permute(2, 0, 1)[None]
-        if c == 1 and t.shape[1] == 3:
-            t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        return (t - mean) / std
-
-    lt, rt = prep(left), prep(right)
-    h, w = lt.shape[-2:]
-    div = 2 ** ck.config.k
-    ph, pw = (-h) % div, (-w) % div
-    if ph or pw:
-        lt = F.pad(lt, (0, pw, 0, ph), mode="replicate")
-        rt = F.pad(rt, (0, pw, 0, ph), mode="replicate")
-    with torch.inference_mode():
-        d = model(lt, rt)["disparity"][0, 0, :h, :w]
-    return d.float().numpy()
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """(H, W) grey, (H, W, 3) RGB uint8 or float [0, 1] -> (H, W, 3) uint8 RGB, as the node
+    hands images to the engine."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    elif a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a)
 
 
-def sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int, block_size: int = 5) -> np.ndarray:
-    """OpenCV StereoSGBM with standard parameters (OpenCV sample values); invalid -> NaN."""
-    nd = int(np.ceil(num_disparities / 16.0) * 16)
-    cn = 3
-    matcher = cv2.StereoSGBM_create(
-        minDisparity=0, numDisparities=nd, blockSize=block_size,
-        P1=8 * cn * block_size ** 2, P2=32 * cn * block_size ** 2, disp12MaxDiff=1,
-        uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, preFilterCap=63,
-        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
-    l8 = (np.clip(left, 0, 1) * 255).astype(np.uint8)[..., ::-1]
-    r8 = (np.clip(right, 0, 1) * 255).astype(np.uint8)[..., ::-1]
-    d = matcher.compute(np.ascontiguousarray(l8), np.ascontiguousarray(r8)).astype(np.float32) / 16.0
-    d[d < 0] = np.nan
-    return d
+def predict(engine: StereoEngine, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Dense network disparity (H, W) in native pixels, through the node's engine."""
+    return engine.infer(to_rgb8(left), to_rgb8(right), with_confidence=False).disparity
 
 
-def synthetic_val(ck: LoadedCheckpoint, n: int, seed_base: int,
-                  size: Tuple[int, int]) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """(StereoNet, SGBM) mean metrics over ``n`` held-out synthetic scenes."""
-    from .synthetic import SyntheticConfig, render_scene
-
-    maxd = ck.config.max_disparity
-    cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=float(maxd))
-    frames, frames_sgbm = [], []
-    for i in range(n):
-        s = render_scene(seed_base + i, cfg)
-        pred = predict(ck, s["left"], s["right"])
-        frames.append(disparity_metrics(pred, s["disp"], max_disparity=maxd))
-        frames_sgbm.append(disparity_metrics(sgbm(s["left"], s["right"], maxd), s["disp"],
-                                             max_disparity=maxd))
-    return mean_metrics(frames), mean_metrics(frames_sgbm)
+def sgbm_range(gt: np.ndarray, max_disparity: float) -> float:
+    """SGBM's searched range for a pair: the ground truth's largest disparity (rounded up to
+    SGBM's 16 by the baseline), capped at the model's range. An oracle choice in SGBM's
+    favour: a range wider than the scene only adds columns SGBM leaves empty at the left
+    border (x < numDisparities) and more chances of a false match."""
+    finite = gt[np.isfinite(gt) & (gt < max_disparity)]
+    return float(min(max_disparity, max(16.0, float(finite.max()) + 1.0))) if finite.size else max_disparity
 
 
-def motorcycle(ck: LoadedCheckpoint, sgbm_ranges: Tuple[int, ...] = (64,)) -> Dict[str, Dict[str, float]]:
-    """StereoNet vs SGBM at each ``sgbm_ranges`` numDisparities (64 = just covers the
-    motorcycle's 7-60 px gt, the strongest SGBM setting; the model's own range is added)."""
-    import skimage.data
+def score_pair(engine: StereoEngine, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
+               max_disparity: float) -> Tuple[Dict[str, Dict[str, float]], Dict[str, np.ndarray]]:
+    """Metrics of the four :data:`METHODS` on one pair (gt NaN = unknown) and the maps.
+    Ground truth at or above ``max_disparity`` (the node's searched range) is not scored."""
+    pred = predict(engine, left, right)
+    sg = sgbm_disparity(left, right, sgbm_range(gt, max_disparity))
+    maps = {"stereonet": pred, "sgbm": sg, "sgbm_filled": fill_holes_from_left(sg)}
+    kw = dict(max_disparity=max_disparity)
+    out = {
+        "stereonet_dense": disparity_metrics(pred, gt, **kw),
+        "stereonet_published": disparity_metrics(pred, gt, pred_valid=match_in_view(pred), **kw),
+        "sgbm_filled": disparity_metrics(maps["sgbm_filled"], gt, **kw),
+        "sgbm_published": disparity_metrics(sg, gt, **kw),
+    }
+    return out, maps
 
-    l8, r8, gt = skimage.data.stereo_motorcycle()
-    left, right = l8.astype(np.float32) / 255.0, r8.astype(np.float32) / 255.0
-    gt = gt.astype(np.float32)
-    maxd = ck.config.max_disparity
-    t = time.perf_counter()
-    pred = predict(ck, left, right)
-    t_net = time.perf_counter() - t
-    out = {"stereonet": disparity_metrics(pred, gt, max_disparity=maxd)}
-    out["stereonet"]["seconds"] = t_net
-    for nd in sorted(set(tuple(sgbm_ranges) + (maxd,))):
-        t = time.perf_counter()
-        sg = sgbm(left, right, nd)
-        t_sgbm = time.perf_counter() - t
-        out[f"sgbm{nd}"] = disparity_metrics(sg, gt, max_disparity=maxd)
-        out[f"sgbm{nd}"]["seconds"] = t_sgbm
-        # SGBM scored on its own valid pixels only (ignores its holes; for reference).
-        out[f"sgbm{nd}_valid_only"] = disparity_metrics(sg, np.where(np.isfinite(sg), gt, np.nan),
-                                                        max_disparity=maxd)
+
+def read_pair(folder: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left RGB uint8, right RGB uint8, gt float32 px with NaN = unknown) of a pair folder
+    in the shared layout (left.png, right.png, disparity.png = uint16 d*256, 0 = none)."""
+    from .datasets import read_disparity
+
+    def rgb(path: str) -> np.ndarray:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise FileNotFoundError(f"cannot read image '{path}'")
+        if img.dtype != np.uint8:
+            img = (img / 257.0).astype(np.uint8)
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        return to_rgb8(img)
+
+    p = Path(folder)
+    left = next(str(f) for f in sorted(p.glob("left.*")))
+    right = next(str(f) for f in sorted(p.glob("right.*")))
+    disp = next(str(f) for f in sorted(p.glob("disparity.*")))
+    return rgb(left), rgb(right), read_disparity(disp)
+
+
+def validation_pairs(root: str, train_families: Sequence[str], val_every: int) -> List[Tuple[str, str]]:
+    """(family, folder) of every validation pair under ``root`` (the training split rule)."""
+    from .datasets import FolderPairs, family_split
+
+    ds = FolderPairs(root, require_disp=True)
+    keep = family_split(ds.families, train_families, val_every, "val")
+    return [(ds.families[i], str(Path(ds.items[i][0]).parent)) for i in keep]
+
+
+def figure(left: np.ndarray, gt: np.ndarray, maps: Dict[str, np.ndarray], max_disparity: float,
+           title: str) -> np.ndarray:
+    """One BGR panel strip: left | gt | StereoNet | SGBM (holes black) over the top row,
+    |error| maps (0..8 px) of StereoNet and SGBM-filled below, a label on each panel."""
+    finite_gt = gt[np.isfinite(gt)]
+    hi = float(np.percentile(finite_gt, 99)) if finite_gt.size else max_disparity
+
+    def col(d: np.ndarray) -> np.ndarray:
+        return colorize_disparity(np.nan_to_num(d, nan=0.0), np.isfinite(d), 0.0, hi)
+
+    def err(d: np.ndarray) -> np.ndarray:
+        e = np.abs(d - gt)
+        return colorize_disparity(np.nan_to_num(e, nan=0.0), np.isfinite(e), 0.0, 8.0)
+
+    grey = cv2.cvtColor(left, cv2.COLOR_RGB2BGR)
+    top = [(grey, title), (col(gt), "ground truth"), (col(maps["stereonet"]), "StereoNet"),
+           (col(maps["sgbm"]), "SGBM (holes black)")]
+    bottom = [(np.zeros_like(grey), f"disparity 0..{hi:.0f} px, error 0..8 px"),
+              (err(maps["stereonet"]), "|error| StereoNet"), (err(maps["sgbm_filled"]), "|error| SGBM filled"),
+              (col(maps["sgbm_filled"]), "SGBM filled")]
+    rows = []
+    for panels in (top, bottom):
+        tiles = []
+        for img, label in panels:
+            t = np.ascontiguousarray(img.copy())
+            cv2.putText(t, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+            tiles.append(t)
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def real_validation(engine: StereoEngine, root: str, train_families: Sequence[str], val_every: int,
+                    figures: Optional[str] = None) -> Dict[str, Any]:
+    """Per-pair, per-family and overall metrics of :data:`METHODS` on the validation pairs."""
+    maxd = float(engine.max_disparity)
+    per_pair: List[Dict[str, Any]] = []
+    for fam, folder in validation_pairs(root, train_families, val_every):
+        left, right, gt = read_pair(folder)
+        m, maps = score_pair(engine, left, right, gt, maxd)
+        per_pair.append({"family": fam, "pair": os.path.basename(folder), **m})
+        if figures:
+            os.makedirs(figures, exist_ok=True)
+            cv2.imwrite(os.path.join(figures, f"{os.path.basename(folder)}.png"),
+                        figure(left, gt, maps, maxd, os.path.basename(folder)))
+    fams = sorted({p["family"] for p in per_pair})
+    summary = {fam: {k: _pair_mean([p[k] for p in per_pair if p["family"] == fam]) for k in METHODS}
+               for fam in fams}
+    summary["all"] = {k: _pair_mean([p[k] for p in per_pair]) for k in METHODS}
+    return {"pairs": per_pair, "families": summary}
+
+
+def _pair_mean(frames: List[Dict[str, float]]) -> Dict[str, float]:
+    """Mean over pairs, each pair weighted equally (a dense Middlebury map must not outvote
+    a sparse KITTI one); ``frames`` counts the pairs."""
+    frames = [f for f in frames if f.get("valid_pixels", 0) > 0]
+    if not frames:
+        return {}
+    out = {k: float(np.mean([f[k] for f in frames])) for k in frames[0] if k != "valid_pixels"}
+    out["frames"] = len(frames)
     return out
 
 
-def latency_ms(ck: LoadedCheckpoint, height: int = 480, width: int = 640,
-               runs: int = 5) -> Tuple[float, float]:
-    """(median, min) milliseconds of one forward; min is the least disturbed by other load."""
-    model = ck.model.eval()
-    c = ck.config.in_channels
-    x = torch.rand(1, c, height, width)
-    y = torch.rand(1, c, height, width)
-    times = []
-    with torch.inference_mode():
-        model(x, y)  # warm-up (allocator, oneDNN primitive cache)
-        for _ in range(runs):
-            t = time.perf_counter()
-            model(x, y)
-            times.append(time.perf_counter() - t)
-    return 1000.0 * float(np.median(times)), 1000.0 * float(np.min(times))
+def synthetic_val(engine: StereoEngine, n: int, seed_base: int, size: Tuple[int, int]) -> Dict[str, Dict[str, float]]:
+    """StereoNet and SGBM (holes filled) on ``n`` held-out synthetic scenes, over all,
+    visible and occluded ground-truth pixels apart (occluded: the left pixel has no
+    consistent match in the right view, or it falls outside it)."""
+    from .synthetic import SyntheticConfig, left_right_consistent, render_scene
+
+    maxd = float(engine.max_disparity)
+    cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(maxd, 0.25 * size[1]))
+    acc: Dict[str, List[Dict[str, float]]] = {}
+    for i in range(n):
+        s = render_scene(seed_base + i, cfg)
+        visible = left_right_consistent(s["disp"], s["disp_right"])
+        pred = predict(engine, s["left"], s["right"])
+        sg = fill_holes_from_left(sgbm_disparity(s["left"], s["right"], sgbm_range(s["disp"], maxd)))
+        for name, d in (("stereonet", pred), ("sgbm_filled", sg)):
+            for part, mask in (("all", None), ("visible", visible), ("occluded", ~visible)):
+                gt = s["disp"] if mask is None else np.where(mask, s["disp"], np.nan)
+                acc.setdefault(f"{name}_{part}", []).append(disparity_metrics(d, gt, max_disparity=maxd))
+    return {k: mean_metrics(v) for k, v in acc.items()}
+
+
+def plane_sweep(engine: StereoEngine, disparities: Sequence[float], size: Tuple[int, int] = (240, 320),
+                seed: int = 0) -> List[Dict[str, float]]:
+    """Median disparity read on the central region of textured fronto-parallel planes at
+    each true disparity (px): the sub-pixel precision of the node's output."""
+    from .synthetic import fronto_parallel_pair
+
+    rows = []
+    for d in disparities:
+        left, right = fronto_parallel_pair(float(d), size, seed)
+        pred = predict(engine, left, right)
+        h, w = size
+        centre = pred[h // 4: 3 * h // 4, max(int(d) + 8, w // 4): 3 * w // 4]
+        rows.append({"true": float(d), "median": float(np.median(centre)),
+                     "error": float(np.median(centre) - d)})
+    return rows
+
+
+def motorcycle(engine: StereoEngine) -> Dict[str, Dict[str, float]]:
+    """The scikit-image motorcycle pair (741x500, gt 7-60 px): the four METHODS."""
+    import skimage.data
+
+    l8, r8, gt = skimage.data.stereo_motorcycle()
+    m, _ = score_pair(engine, l8, r8, gt.astype(np.float32), float(engine.max_disparity))
+    return m
 
 
 #: Node parameter settings measured by ``--knobs`` (name, StereoEngine keyword arguments).
@@ -147,9 +241,8 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
                runs: int = 3) -> List[Dict[str, Any]]:
     """Accuracy and CPU time of each ``KNOBS`` setting through the node's engine.
 
-    Synthetic: mean metrics over ``n_synthetic`` held-out scenes of ``size`` (gt up to the
-    model's range, so a shorter ``max_disparity`` pays for what it no longer searches).
-    Motorcycle: metrics and the median ms of ``runs`` frames (741x500, uint8 input as the node
+    Synthetic: mean metrics over ``n_synthetic`` held-out scenes of ``size``. Motorcycle:
+    dense metrics and the median ms of ``runs`` frames (741x500, uint8 input as the node
     feeds it). All disparities in native pixels.
     """
     import skimage.data
@@ -157,15 +250,15 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
     from .synthetic import SyntheticConfig, render_scene
 
     maxd = ck.config.max_disparity
-    cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=float(maxd))
+    cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(float(maxd), 0.25 * size[1]))
     scenes = [render_scene(seed_base + i, cfg) for i in range(n_synthetic)]
     l8, r8, gt = skimage.data.stereo_motorcycle()
     gt = gt.astype(np.float32)
     rows = []
     for name, kw in KNOBS:
         eng = StereoEngine(loaded=ck, device="cpu", precision="fp32", **kw)
-        syn = [disparity_metrics(eng.infer(sc["left"], sc["right"], with_confidence=False).disparity,
-                                 sc["disp"], max_disparity=maxd) for sc in scenes]
+        syn = [disparity_metrics(predict(eng, sc["left"], sc["right"]), sc["disp"], max_disparity=maxd)
+               for sc in scenes]
         eng.infer(l8, r8, with_confidence=False)  # warm-up: oneDNN primitives for this shape
         times = []
         for _ in range(max(1, runs)):
@@ -179,70 +272,75 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
 
 
 def _row(name: str, m: Dict[str, float]) -> str:
-    vals = "".join(f"{m.get(k, float('nan')):>9.3f}" for k in KEYS)
-    return f"{name:<28}{vals}"
+    vals = "".join(f"{m.get(k, float('nan')):>9.2f}" for k in KEYS)
+    return f"{name:<34}{vals}"
+
+
+def _header() -> str:
+    return f"{'':<34}" + "".join(f"{k:>9}" for k in KEYS)
 
 
 def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=None, help="weights file or Lightning .ckpt (default: bundled)")
-    p.add_argument("--synthetic-count", type=int, default=64)
+    p.add_argument("--checkpoint", default="", help="weights file or Lightning .ckpt (default: bundled)")
+    p.add_argument("--data", default="../shared/data/real_stereo",
+                   help="folder of real pairs with ground truth, one folder per pair ('' = skip)")
+    p.add_argument("--train-families", default="kitti2012",
+                   help="comma-separated families the model trained on (their split is held out)")
+    p.add_argument("--val-every", type=int, default=10)
+    p.add_argument("--figures", default=None, help="write one PNG per real validation pair here")
+    p.add_argument("--synthetic-count", type=int, default=32)
     p.add_argument("--synthetic-seed-base", type=int, default=1_000_000_000)
-    p.add_argument("--synthetic-size", default="192x384", help="HxW of synthetic val scenes")
-    p.add_argument("--sgbm-ranges", default="64", help="comma-separated SGBM numDisparities "
-                   "(the model's max_disparity is always added)")
-    p.add_argument("--latency-runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs "
-                   "(input_scale, refiners, max_disparity) through its engine")
+    p.add_argument("--synthetic-size", default="256x512", help="HxW of synthetic val scenes")
+    p.add_argument("--planes", default="4,6,12,20,28,36,44,52,60,75,90,105,120",
+                   help="true disparities of the fronto-parallel plane sweep ('' = skip)")
+    p.add_argument("--threads", type=int, default=0, help="CPU inference threads (0 = torch's)")
+    p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
     p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
     ck = load_checkpoint(a.checkpoint)
+    engine = StereoEngine(loaded=ck, device="cpu", precision="fp32", num_threads=a.threads)
+    res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(), "engine": engine.describe()}
+    print(f"engine: {engine.describe()}")
+    if a.data:
+        fams = [f for f in a.train_families.split(",") if f]
+        res["real_validation"] = real_validation(engine, a.data, fams, a.val_every, a.figures)
+        print(f"\nreal validation pairs ({a.data}; held out: every {a.val_every}th of {fams}, all of the rest)")
+        print(_header())
+        for fam, block in res["real_validation"]["families"].items():
+            n = next(iter(block.values()), {}).get("frames", 0)
+            for meth in METHODS:
+                print(_row(f"{fam} ({n}) {meth}", block[meth]))
     h, w = (int(v) for v in a.synthetic_size.lower().split("x"))
-    res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(),
-                           "torch_threads": torch.get_num_threads()}
     if a.synthetic_count > 0:
-        res["synthetic_val"], res["synthetic_val_sgbm"] = synthetic_val(
-            ck, a.synthetic_count, a.synthetic_seed_base, (h, w))
-    res["motorcycle"] = motorcycle(ck, tuple(int(v) for v in a.sgbm_ranges.split(",") if v))
-    if a.latency_runs > 0:
-        res["cpu_ms_640x480"], res["cpu_ms_640x480_min"] = latency_ms(ck, runs=a.latency_runs)
-    print(f"checkpoint: {ck.path}  config: {ck.config.to_dict()}")
-    print(f"{'':<28}" + "".join(f"{k:>9}" for k in KEYS))
-    if "synthetic_val" in res:
-        print(_row("synthetic val StereoNet", res["synthetic_val"]))
-        print(_row(f"synthetic val SGBM-{ck.config.max_disparity}", res["synthetic_val_sgbm"]))
-        print(f"  ({a.synthetic_count} scenes {h}x{w}, seeds {a.synthetic_seed_base}+i, never trained on)")
-    mc = res["motorcycle"]
-    print(_row("motorcycle StereoNet", mc["stereonet"]))
-    for key in mc:
-        if key.startswith("sgbm") and not key.endswith("_valid_only"):
-            nd = key[4:]
-            print(_row(f"motorcycle SGBM-{nd}", mc[key]))
-            print(_row(f"  (SGBM-{nd}, own valid px)", mc[key + "_valid_only"]))
-    print("(EPE in px; D1, bad-N, density in %; invalid predictions count as errors)")
-    if "cpu_ms_640x480" in res:
-        sg = ", ".join(f"SGBM-{k[4:]} {1000 * v['seconds']:.0f} ms" for k, v in mc.items()
-                       if k.startswith("sgbm") and "seconds" in v)
-        print(f"CPU forward 640x480: median {res['cpu_ms_640x480']:.0f} ms, min "
-              f"{res['cpu_ms_640x480_min']:.0f} ms ({res['torch_threads']} threads); "
-              f"motorcycle 741x500: StereoNet {1000 * mc['stereonet']['seconds']:.0f} ms, {sg}")
+        res["synthetic_val"] = synthetic_val(engine, a.synthetic_count, a.synthetic_seed_base, (h, w))
+        print(f"\nsynthetic validation ({a.synthetic_count} scenes {h}x{w}, seeds {a.synthetic_seed_base}+i)")
+        print(_header())
+        for k, m in res["synthetic_val"].items():
+            print(_row(k, m))
+    if a.planes:
+        res["planes"] = plane_sweep(engine, [float(v) for v in a.planes.split(",")])
+        print("\nfronto-parallel planes: true -> median read (error)")
+        print("  " + ", ".join(f"{r['true']:g} -> {r['median']:.2f} ({r['error']:+.2f})" for r in res["planes"]))
+    res["motorcycle"] = motorcycle(engine)
+    print("\nmotorcycle (held out, never trained or selected on)")
+    print(_header())
+    for meth in METHODS:
+        print(_row(meth, res["motorcycle"][meth]))
     if a.knobs:
         res["knobs"] = knob_costs(ck, a.knob_scenes, a.synthetic_seed_base, (h, w))
-        print(f"\nknobs through the node's engine (fp32, {torch.get_num_threads()} threads; synthetic: "
-              f"{a.knob_scenes} scenes {h}x{w}; motorcycle 741x500):")
-        print(f"{'knob':<18}{'syn EPE':>9}{'syn D1':>9}{'moto EPE':>9}{'moto D1':>9}{'moto bad2':>10}{'ms':>8}"
-              f"{'x base':>8}")
+        print(f"\nknobs through the node's engine (fp32; synthetic {a.knob_scenes} scenes {h}x{w}; motorcycle):")
+        print(f"{'knob':<18}{'syn EPE':>9}{'syn D1':>9}{'moto EPE':>9}{'moto D1':>9}{'moto bad2':>10}{'ms':>8}{'x base':>8}")
         base_ms = res["knobs"][0]["motorcycle_ms"]
         for r in res["knobs"]:
             sy, mo = r["synthetic"], r["motorcycle"]
             print(f"{r['knob']:<18}{sy.get('epe', float('nan')):>9.2f}{sy.get('d1', float('nan')):>9.1f}"
                   f"{mo['epe']:>9.2f}{mo['d1']:>9.1f}{mo['bad2']:>10.1f}{r['motorcycle_ms']:>8.0f}"
                   f"{r['motorcycle_ms'] / base_ms:>8.2f}")
+    print("(EPE px; D1, bad-N, density %; 'published' counts the node's invalid pixels, and SGBM's holes, as errors)")
     if a.json:
+        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
     return 0

@@ -24,7 +24,8 @@ from stereonet_ros.checkpoint import Normalization, load_checkpoint, metadata
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
 from stereonet_ros.model import StereoNet, StereoNetConfig
 
-from .loss import robust_loss
+from .loss import (distribution_cross_entropy, left_right_consistency_loss, photometric_loss,
+                   robust_loss, smoothness_loss)
 
 LOGGED_METRICS = ("epe", "d1", "bad0.5", "bad1", "bad2", "bad4")
 
@@ -70,6 +71,27 @@ def colorize(disp: np.ndarray, vmax: float) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
+def lr_factor_fn(scheduler: str, *, warmup_steps: int, total_steps: int, min_ratio: float,
+                 gamma: float) -> Any:
+    """Learning-rate multiplier as a function of the step (or epoch) index.
+
+    Linear warm-up from ~0 to 1 over ``warmup_steps``, then ``cosine`` (1 -> ``min_ratio`` at
+    ``total_steps``, held after), ``exponential`` (``gamma`` per index after warm-up) or
+    ``none`` (1).
+    """
+    def factor(i: int) -> float:
+        if i < warmup_steps:
+            return (i + 1) / (warmup_steps + 1)
+        if scheduler == "cosine":
+            span = max(1, total_steps - warmup_steps)
+            t = min(1.0, (i - warmup_steps) / span)
+            return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+        if scheduler == "exponential":
+            return gamma ** (i - warmup_steps)
+        return 1.0
+    return factor
+
+
 class StereoNetModule(pl.LightningModule):
     """Thin Lightning wrapper: ``self.model`` is a plain :class:`StereoNet`.
 
@@ -81,10 +103,25 @@ class StereoNetModule(pl.LightningModule):
         right_weight: weight of the right-view pyramid loss (0 disables the right pass).
         level_weights: per-level loss weights coarse->fine (None = all 1).
         zero_is_invalid: also mask gt == 0 (sparse KITTI-style maps loaded without NaN).
-        optimizer: 'rmsprop' | 'adam' | 'adamw' | 'sgd'; lr, weight_decay.
-        scheduler: 'exponential' | 'cosine' | 'none'; lr_gamma per ``scheduler_interval``
-            ('step' or 'epoch') for exponential; cosine anneals to lr*min_lr_ratio over
-            ``cosine_steps`` (steps).
+        ce_weight: weight of the cross-entropy between the coarse matching distribution and
+            a target built from the ground truth (0 disables); ce_target 'twohot' | 'laplace',
+            ce_laplace_scale in candidate bins. Logged as ``train/loss_ce``.
+        coarse_only: train the matching layers alone (no refiners run): cheap steps that
+            teach matching first; a later stage starts from these weights.
+        matching_lr_scale: learning-rate factor of the feature extractor and cost filter
+            (e.g. 0.1 while refiners learn on top of an already trained matcher).
+        self_supervised: learn from pairs without ground truth (adapt to a camera): the
+            photometric reconstruction of the left view from the right through every pyramid
+            level (SSIM + L1, ``photo_weight``), edge-aware smoothness (``smooth_weight``) and
+            left-right consistency (``lr_weight``, runs the right view too). Any finite
+            ``disp`` in the batch (e.g. left-right-checked SGBM labels from the data module's
+            ``sgbm_labels``) adds the robust loss times ``label_weight``.
+        optimizer: 'adamw' | 'adam' | 'rmsprop' | 'sgd'; lr, weight_decay.
+        scheduler: 'cosine' | 'exponential' | 'none'. ``warmup_steps`` ramps the rate
+            linearly from 0 (any scheduler): adaptive optimisers start with no gradient
+            statistics, so full-rate first steps are far larger than intended. cosine anneals
+            to lr*min_lr_ratio at ``cosine_steps`` (steps, warm-up included); exponential
+            multiplies by lr_gamma per ``scheduler_interval`` ('step' or 'epoch').
         num_log_images: validation samples sent to TensorBoard per epoch.
     """
 
@@ -93,10 +130,14 @@ class StereoNetModule(pl.LightningModule):
                  mean: Optional[List[float]] = None, std: Optional[List[float]] = None,
                  loss_alpha: float = 1.0, loss_c: float = 2.0, right_weight: float = 1.0,
                  level_weights: Optional[List[float]] = None, zero_is_invalid: bool = False,
-                 optimizer: str = "rmsprop", lr: float = 1e-3, weight_decay: float = 0.0,
-                 scheduler: str = "exponential", lr_gamma: float = 0.9998,
+                 ce_weight: float = 0.0, ce_target: str = "twohot", ce_laplace_scale: float = 1.0,
+                 coarse_only: bool = False, matching_lr_scale: float = 1.0,
+                 self_supervised: bool = False, photo_weight: float = 1.0,
+                 smooth_weight: float = 0.05, lr_weight: float = 0.05, label_weight: float = 0.1,
+                 optimizer: str = "adamw", lr: float = 5e-4, weight_decay: float = 1e-4,
+                 scheduler: str = "cosine", lr_gamma: float = 0.9998,
                  scheduler_interval: str = "step", cosine_steps: int = 10000,
-                 min_lr_ratio: float = 0.05, num_log_images: int = 2,
+                 min_lr_ratio: float = 0.02, warmup_steps: int = 100, num_log_images: int = 2,
                  init_weights: Optional[str] = None) -> None:
         """``init_weights``: start from the weights of this checkpoint (exported ``.pt`` or
         Lightning ``.ckpt``; architecture and normalisation must match) with a fresh
@@ -115,6 +156,8 @@ class StereoNetModule(pl.LightningModule):
             raise ValueError(f"mean/std need {in_channels} values, got {self.normalization.to_dict()}")
         self.register_buffer("_mean", torch.tensor(self.normalization.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.normalization.std).view(1, -1, 1, 1), persistent=False)
+        if ce_target not in ("twohot", "laplace"):
+            raise ValueError(f"ce_target must be 'twohot' or 'laplace', got {ce_target!r}")
         self._val_frames: List[Dict[str, float]] = []
         self._last_val: Dict[str, float] = {}
         if init_weights:
@@ -134,22 +177,67 @@ class StereoNetModule(pl.LightningModule):
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
         return (img - self._mean) / self._std
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool = False) -> Dict[str, Any]:
-        """``left``/``right`` in [0, 1]; returns the StereoNet output dict."""
-        return self.model(self.normalize(left), self.normalize(right), with_right=with_right)
+    def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool = False,
+                **kwargs: Any) -> Dict[str, Any]:
+        """``left``/``right`` in [0, 1]; returns the StereoNet output dict (``kwargs`` go to
+        :meth:`StereoNet.forward`)."""
+        return self.model(self.normalize(left), self.normalize(right), with_right=with_right, **kwargs)
+
+    def _ce(self, cost: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        mask = valid_mask(gt, float(hp.max_disparity), hp.zero_is_invalid)
+        return distribution_cross_entropy(cost, gt, mask, float(self.model.divisor), hp.ce_target,
+                                          hp.ce_laplace_scale)
+
+    def self_supervised_loss(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Losses without ground truth (see the class docstring), on [0, 1] images."""
+        hp = self.hparams
+        left, right = batch["left"], batch["right"]
+        use_lr = hp.lr_weight > 0
+        out = self(left, right, with_right=use_lr, refine=not hp.coarse_only)
+        size = left.shape[-2:]
+        photo = left.new_zeros(())
+        for d in out["disparities"]:
+            d = F.interpolate(d, size=size, mode="bilinear", align_corners=False) if d.shape[-2:] != size else d
+            photo = photo + photometric_loss(left, right, d)
+        final = out["disparity"]
+        smooth = smoothness_loss(final, left)
+        losses = {"loss_photo": photo, "loss_smooth": smooth,
+                  "loss": hp.photo_weight * photo + hp.smooth_weight * smooth, "disparity": final}
+        if use_lr:
+            rd = out["right_disparities"][-1]
+            rd = F.interpolate(rd, size=size, mode="bilinear", align_corners=False) if rd.shape[-2:] != size else rd
+            losses["loss_lr"] = left_right_consistency_loss(final, rd)
+            losses["loss"] = losses["loss"] + hp.lr_weight * losses["loss_lr"]
+        labels = batch.get("disp")
+        if hp.label_weight > 0 and labels is not None and bool(torch.isfinite(labels).any()):
+            lab = pyramid_loss(out["disparities"], labels, float(hp.max_disparity), hp.loss_alpha, hp.loss_c)
+            losses["loss_labels"] = lab
+            losses["loss"] = losses["loss"] + hp.label_weight * lab
+        return losses
 
     def compute_loss(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         hp = self.hparams
+        if hp.self_supervised:
+            return self.self_supervised_loss(batch)
         use_right = hp.right_weight > 0 and "disp_right" in batch
-        out = self(batch["left"], batch["right"], with_right=use_right)
+        use_ce = hp.ce_weight > 0
+        out = self(batch["left"], batch["right"], with_right=use_right,
+                   refine=not hp.coarse_only, with_cost=use_ce)
         kw = dict(max_disparity=float(hp.max_disparity), alpha=hp.loss_alpha, c=hp.loss_c,
                   weights=hp.level_weights, zero_is_invalid=hp.zero_is_invalid)
         loss_l = pyramid_loss(out["disparities"], batch["disp"], **kw)
         losses = {"loss_left": loss_l, "loss": loss_l}
+        if use_ce:
+            ce = self._ce(out["cost"], batch["disp"])
+            if use_right:
+                ce = ce + hp.right_weight * self._ce(out["right_cost"], batch["disp_right"])
+            losses["loss_ce"] = ce
+            losses["loss"] = losses["loss"] + hp.ce_weight * ce
         if use_right:
             loss_r = pyramid_loss(out["right_disparities"], batch["disp_right"], **kw)
             losses["loss_right"] = loss_r
-            losses["loss"] = loss_l + hp.right_weight * loss_r
+            losses["loss"] = losses["loss"] + hp.right_weight * loss_r
         losses["disparity"] = out["disparity"]
         return losses
 
@@ -159,8 +247,9 @@ class StereoNetModule(pl.LightningModule):
         bs = batch["left"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log("train/loss_left", losses["loss_left"], batch_size=bs)
-        if "loss_right" in losses:
-            self.log("train/loss_right", losses["loss_right"], batch_size=bs)
+        for key in ("loss_right", "loss_ce", "loss_photo", "loss_smooth", "loss_lr", "loss_labels"):
+            if key in losses:
+                self.log(f"train/{key}", losses[key], batch_size=bs)
         with torch.no_grad():
             pred, gt = losses["disparity"], batch["disp"]
             m = valid_mask(gt, float(self.hparams.max_disparity), self.hparams.zero_is_invalid)
@@ -170,7 +259,7 @@ class StereoNetModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
-        out = self(batch["left"], batch["right"])
+        out = self(batch["left"], batch["right"], refine=not self.hparams.coarse_only)
         pred = out["disparity"]
         gt = batch["disp"]
         for i in range(pred.shape[0]):
@@ -227,7 +316,12 @@ class StereoNetModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.model.parameters()
+        matching = list(self.model.features.parameters()) + list(self.model.cost_filter.parameters())
+        ids = {id(p) for p in matching}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        params = [{"params": matching, "lr": hp.lr * hp.matching_lr_scale}]
+        if rest:
+            params.append({"params": rest, "lr": hp.lr})
         name = hp.optimizer.lower()
         if name == "rmsprop":
             opt = torch.optim.RMSprop(params, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -240,19 +334,17 @@ class StereoNetModule(pl.LightningModule):
         else:
             raise ValueError(f"unknown optimizer {hp.optimizer!r} (rmsprop, adam, adamw, sgd)")
         sched_name = hp.scheduler.lower()
-        if sched_name == "none":
-            return opt
-        if sched_name == "exponential":
-            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_gamma)
-            interval = hp.scheduler_interval
-        elif sched_name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(1, int(hp.cosine_steps)), eta_min=hp.lr * hp.min_lr_ratio)
-            interval = "step"
-        else:
-            raise ValueError(f"unknown scheduler {hp.scheduler!r} (exponential, cosine, none)")
+        if sched_name not in ("none", "exponential", "cosine"):
+            raise ValueError(f"unknown scheduler {hp.scheduler!r} (cosine, exponential, none)")
+        interval = "step" if sched_name != "exponential" else hp.scheduler_interval
         if interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {interval!r}")
+        factor = lr_factor_fn(sched_name, warmup_steps=int(hp.warmup_steps),
+                              total_steps=int(hp.cosine_steps), min_ratio=float(hp.min_lr_ratio),
+                              gamma=float(hp.lr_gamma))
+        if sched_name == "none" and hp.warmup_steps <= 0:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
 
     # ------------------------------------------------------------------ checkpoints

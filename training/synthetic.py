@@ -353,3 +353,24 @@ def left_right_consistent(disp: np.ndarray, disp_right: np.ndarray, tol: float =
     back = cv2.remap(disp_right.astype(np.float32), x - disp, y, cv2.INTER_NEAREST,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=-1e6)
     return np.abs(back - disp) <= tol
+
+
+def fronto_parallel_pair(disparity: float, size: Tuple[int, int] = (240, 320),
+                         seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """A textured plane facing the camera at one disparity (px), filling both views.
+
+    Returns float32 RGB [0, 1] (H, W, 3) ``left`` and ``right`` with ``right(x) =
+    left(x + disparity)`` sampled from the same texture (bilinear, so sub-pixel disparities
+    are exact up to interpolation); left columns below ``disparity`` have no match. The
+    texture is value noise (mid and high frequencies), no photograph, so the check is
+    independent of the training textures.
+    """
+    h, w = size
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A7]))
+    tw = int(w + np.ceil(disparity) + 4)
+    tex = np.stack([_value_noise(rng, h, tw) for _ in range(3)], -1).astype(np.float32)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    left = np.ascontiguousarray(tex[:, :w])
+    right = cv2.remap(tex, xs + np.float32(disparity), ys, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT101)
+    return left, right.astype(np.float32)
