@@ -31,6 +31,63 @@ def test_default_checkpoint_is_trained_and_documented():
     assert DEFAULT_CHECKPOINT.stat().st_size < 5 * 2**20
 
 
+PLANES = (4.0, 6.5, 12.0, 20.0, 28.25, 36.0, 44.0, 60.0, 75.5, 90.0, 105.0, 120.0)
+
+
+def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_measure(ros):
+    """Sub-pixel precision through the real node: textured planes from 4 to 120 px (median of
+    the central region within 0.5 px); training.measure's prediction of the same pair is the
+    node's own output (one inference path)."""
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from stereonet_ros.engine import StereoEngine
+    from stereonet_ros.node import StereoNetNode
+    from training.measure import predict
+    from training.synthetic import fronto_parallel_pair
+
+    h, w = 192, 384
+    node = StereoNetNode(namespace="/planes",
+                         parameter_overrides=[Parameter("checkpoint", value=""), Parameter("num_threads", value=1)])
+    test = ros.create_node("planes_tester", namespace="/planes")
+    col = Collector(test, "/planes")
+    spin = Spinner(node, test)
+    engine = StereoEngine(device="cpu", precision="fp32", num_threads=1)
+    try:
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        pubs = {k: test.create_publisher(t, k, qos) for k, t in (
+            ("left/image_rect", Image), ("right/image_rect", Image),
+            ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
+        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
+        errors = {}
+        for i, d in enumerate(PLANES):
+            left, right = fronto_parallel_pair(d, (h, w), seed=i)
+            to8 = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+            l8, r8 = to8(left), to8(right)
+            stamp = (i + 1) * 10**9
+            li, ri = camera_infos(w, h, FX, BASELINE, stamp_ns=stamp)
+            pubs["left/camera_info"].publish(li)
+            pubs["right/camera_info"].publish(ri)
+            pubs["left/image_rect"].publish(image_msg(l8, "rgb8", stamp))
+            pubs["right/image_rect"].publish(image_msg(r8, "rgb8", stamp))
+            assert wait_for(lambda: col.count("disparity") > i, 60), node.stats.snapshot()
+            msg = col.msgs["disparity"][i]
+            disp = np.frombuffer(msg.image.data, np.float32).reshape(h, w)
+            centre = disp[h // 4: 3 * h // 4, int(d) + 16: w - 16]
+            errors[d] = float(np.median(centre) - d)
+            if i in (0, len(PLANES) - 1):
+                valid = disp >= msg.min_disparity
+                ours = predict(engine, l8, r8)
+                np.testing.assert_allclose(disp[valid], ours[valid], atol=2e-3)
+        print("plane errors (px):", {k: round(v, 3) for k, v in errors.items()})
+        assert max(abs(e) for e in errors.values()) <= 0.5, errors
+    finally:
+        spin.close()
+        node.shutdown()
+        node.destroy_node()
+        test.destroy_node()
+
+
 def test_node_with_default_model_sees_depth(ros):
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy

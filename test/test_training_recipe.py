@@ -177,9 +177,9 @@ def test_datamodule_mixes_synthetic_scenes_into_real_pairs(shared_layout):
                           num_workers=0, synthetic={"max_disparity": 12.0})
     dm.setup("fit")
     assert len(dm.train_set) == 16
-    kinds = [dm.train_set.is_synthetic(i) for i in range(16)]
-    assert 3 <= sum(kinds) <= 13                      # both sources present
-    assert len(dm.train_set.real) == 9                # 11 kitti minus 2 held out
+    kinds = [dm.train_set.source_of(i) for i in range(16)]
+    assert 3 <= sum(kinds) <= 13                      # both sources present (0 real, 1 synthetic)
+    assert len(dm.train_set.sources[0]) == 9          # 11 kitti minus 2 held out
     assert sorted(dm.val_set.families) == ["kitti2012", "kitti2012", "mb2001"]
     batch = next(iter(dm.train_dataloader()))
     assert batch["left"].shape == (4, 3, 32, 64) and "disp_right" not in batch
@@ -230,14 +230,58 @@ def test_self_supervised_steps_lower_the_photometric_loss_without_ground_truth()
     assert p1 < p0
 
 
-def test_sgbm_labels_are_sparse_and_left_right_checked():
+def test_sgbm_labels_are_sparse_left_right_checked_and_mixed_in_as_a_third_source(tmp_path, shared_layout):
     left, right = _photo_pair(h=64, w=160, d=6.0)
-    base = [{"left": left[0], "right": right[0], "disp": torch.full((1, 64, 160), float("nan"))}]
-    s = SgbmLabels(base, max_disparity=16)[0]
+    to8 = lambda t: (t[0].permute(1, 2, 0).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    root = tmp_path / "nogt"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        cv2.imwrite(str(root / name / "left.png"), to8(left))
+        cv2.imwrite(str(root / name / "right.png"), to8(right))
+    s = SgbmLabels(FolderPairs(root), max_disparity=16)[0]
     lab = s["disp"][0].numpy()
     good = np.isfinite(lab)
     assert 0.2 < good.mean() < 1.0 and not good[:, :16].any()   # holes, and none left of the range
     assert np.median(lab[good]) == pytest.approx(6.0, abs=0.5)
+    dm = StereoDataModule(dataset="folder", root=str(shared_layout), families=["kitti2012"],
+                          synthetic_fraction=0.25, label_root=str(root), label_fraction=0.25,
+                          epoch_size=40, crop_height=32, crop_width=64, max_disparity=16,
+                          batch_size=2, num_workers=0)
+    dm.setup("fit")
+    used = {dm.train_set.source_of(i) for i in range(40)}
+    assert used == {0, 1, 2}
+    i = next(i for i in range(40) if dm.train_set.source_of(i) == 2)
+    assert torch.isfinite(dm.train_set[i]["disp"]).any()
+    with pytest.raises(ValueError, match="<= 1"):
+        StereoDataModule(dataset="folder", root=str(shared_layout), families=["kitti2012"],
+                         synthetic_fraction=0.7, label_root=str(root), label_fraction=0.5,
+                         crop_height=32, crop_width=64, max_disparity=16).setup("fit")
+
+
+def test_flip_swap_turns_the_right_view_into_a_consistent_left_view():
+    from training.synthetic import left_right_consistent, render_scene, warp_right_to_left
+    from training.transforms import StereoTransform, flip_swap
+    s = render_scene(3, SyntheticConfig(height=48, width=96, max_disparity=12.0, integer_disparity=True,
+                                        noise_max=0.0, photometric=0.0, blur_max=0.0))
+    f = flip_swap(s)
+    for sample in (s, f):
+        vis = left_right_consistent(sample["disp"], sample["disp_right"])
+        err = np.abs(warp_right_to_left(sample["right"], sample["disp"]) - sample["left"]).mean(-1)
+        assert vis.mean() > 0.5 and np.nanmedian(err[vis]) < 0.02
+    np.testing.assert_array_equal(f["disp"], s["disp_right"][:, ::-1])
+    always = StereoTransform(augment=True, photometric_strength=0.0, flip_swap_prob=1.0)
+    np.testing.assert_allclose(always(s, np.random.default_rng(0))["left"], f["left"], atol=1e-5)
+    with pytest.raises(ValueError, match="disp_right"):
+        flip_swap({k: v for k, v in s.items() if k != "disp_right"})
+
+
+def test_small_training_images_are_enlarged_to_the_crop():
+    from training.transforms import StereoTransform
+    s = {"left": np.zeros((20, 30, 3), np.float32), "right": np.zeros((20, 30, 3), np.float32),
+         "disp": np.full((20, 30), 3.0, np.float32)}
+    out = StereoTransform((32, 64), augment=True, photometric_strength=0.0)(s, np.random.default_rng(0))
+    assert out["left"].shape == (32, 64, 3)
+    assert np.allclose(out["disp"], 3.0 * 64 / 30, rtol=0.05)   # disparity scaled with the width
 
 
 # ------------------------------------------------------------------ multi-process (DDP)
@@ -269,3 +313,34 @@ def test_lightning_ddp_two_cpu_processes_take_a_step(tmp_path):
     assert "MEMBER: 2/2" in out and "gloo" in out.lower(), out[-3000:]
     raw = torch.load(tmp_path / "ckpt" / "final.ckpt", map_location="cpu", weights_only=True)
     assert raw["global_step"] == 1
+
+
+def test_self_supervised_fine_tuning_on_a_rosbag_without_ground_truth(tmp_path):
+    """`stereonet-train fit` on a bag of raw pairs (no gt topic): the bag is read with the
+    project's reader, SGBM labels are added, and a real optimisation step runs."""
+    pytest.importorskip("jsonargparse")
+    from stereonet_ros import bag
+    from training.cli import main
+    topics = bag.StereoTopics(gt_disparity=None, gt_depth=None)
+    left, right = _photo_pair(h=48, w=96, d=5.0)
+    to8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    path = tmp_path / "cam"
+    with bag.BagWriter(path, "sqlite3") as w:
+        for i in range(3):
+            li = bag.make_camera_info(96, 48, fx=200.0, baseline=0.1)
+            ri = bag.make_camera_info(96, 48, fx=200.0, baseline=0.1)
+            bag.write_stereo_frame(w, topics, (i + 1) * 10**8, to8(left), to8(right), "rgb8", li, ri)
+    cfg = yaml.safe_load((ROOT / "config" / "finetune_self_supervised.yaml").read_text())
+    cfg["trainer"].update({"max_steps": 2, "limit_val_batches": 0, "enable_progress_bar": False,
+                           "logger": False, "default_root_dir": str(tmp_path)})
+    cfg["trainer"]["callbacks"] = [{"class_path": "training.callbacks.FinalCheckpoint",
+                                    "init_args": {"dirpath": str(tmp_path / "ckpt")}}]
+    cfg["model"].update(TINY, init_weights=None)
+    cfg["data"].update({"root": str(path), "crop_height": 32, "crop_width": 64, "batch_size": 1,
+                        "num_workers": 0, "val_every": 3, "bag_every": 1})
+    p = tmp_path / "ft.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    main(["fit", "--config", str(p)])
+    raw = torch.load(tmp_path / "ckpt" / "final.ckpt", map_location="cpu", weights_only=True)
+    assert raw["global_step"] == 2
+    assert raw["hyper_parameters"]["self_supervised"] is True

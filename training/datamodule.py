@@ -41,6 +41,9 @@ class StereoDataModule(pl.LightningDataModule):
         max_disparity: synthetic scenes sample disparities in [0, max_disparity) (pixels).
         synthetic: overrides of :class:`training.synthetic.SyntheticConfig` fields.
         augment, photometric_strength, grey_prob: training augmentation.
+        flip_swap_prob: probability of mirroring a training sample that has a right disparity
+            into a swapped pair (right-view supervision without the network's right pass;
+            use with the model's right_weight 0).
         in_channels: 1 converts images to grey.
         divisor: network input multiple (2^k).
         sceneflow_pass, kitti_occluded, val_every: dataset options.
@@ -56,6 +59,9 @@ class StereoDataModule(pl.LightningDataModule):
             bag_every keeps every n-th pair, bag_limit caps how many are loaded.
         sgbm_labels: training pairs without ground truth get sparse, left-right-checked SGBM
             labels (for self-supervised fine-tuning).
+        label_root / label_fraction: a further folder of real pairs *without* ground truth
+            (either folder layout), trained on with SGBM labels, as this share of the mixed
+            training samples (real pairs of other domains than the labelled set).
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
@@ -67,12 +73,14 @@ class StereoDataModule(pl.LightningDataModule):
                  seed_base: int = 0, val_seed_base: int = 1_000_000_000,
                  max_disparity: int = 192, synthetic: Optional[Dict[str, Any]] = None,
                  augment: bool = True, photometric_strength: float = 0.5, grey_prob: float = 0.1,
+                 flip_swap_prob: float = 0.0,
                  in_channels: int = 3, divisor: int = 8, sceneflow_pass: str = "frames_cleanpass",
                  kitti_occluded: bool = True, val_every: int = 10,
                  families: Optional[List[str]] = None, val_families: Optional[List[str]] = None,
                  synthetic_fraction: float = 0.0, epoch_size: int = 10000,
                  bag_topics: Optional[Dict[str, str]] = None, bag_every: int = 1,
-                 bag_limit: Optional[int] = None, sgbm_labels: bool = False) -> None:
+                 bag_limit: Optional[int] = None, sgbm_labels: bool = False,
+                 label_root: Optional[str] = None, label_fraction: float = 0.0) -> None:
         super().__init__()
         for n in (dataset, val_dataset):
             if n is not None and n not in NAMES:
@@ -98,7 +106,15 @@ class StereoDataModule(pl.LightningDataModule):
         if not hp.augment:
             return None
         return StereoTransform(None, 1.0, augment=True, photometric_strength=hp.photometric_strength,
-                               grey_prob=hp.grey_prob, grey=hp.in_channels == 1, divisor=hp.divisor)
+                               grey_prob=hp.grey_prob, grey=hp.in_channels == 1, divisor=hp.divisor,
+                               flip_swap_prob=hp.flip_swap_prob)
+
+    def _train_transform(self) -> StereoTransform:
+        hp = self.hparams
+        return StereoTransform((hp.crop_height, hp.crop_width), hp.scale, augment=hp.augment,
+                               photometric_strength=hp.photometric_strength, grey_prob=hp.grey_prob,
+                               grey=hp.in_channels == 1, divisor=hp.divisor,
+                               flip_swap_prob=hp.flip_swap_prob)
 
     def _real(self, name: str, root: Optional[str], train: bool, split_role: Optional[str]) -> Dataset:
         """A real dataset; ``split_role`` 'train'/'val' takes a deterministic split of root."""
@@ -106,9 +122,7 @@ class StereoDataModule(pl.LightningDataModule):
         if not root:
             raise ValueError(f"dataset {name!r} needs a root folder (data.root / data.val_root)")
         if train:
-            tf = StereoTransform((hp.crop_height, hp.crop_width), hp.scale, augment=hp.augment,
-                                 photometric_strength=hp.photometric_strength, grey_prob=hp.grey_prob,
-                                 grey=hp.in_channels == 1, divisor=hp.divisor)
+            tf = self._train_transform()
         else:
             size = (hp.val_height, hp.val_width) if hp.val_height and hp.val_width else None
             tf = StereoTransform(size, hp.scale, augment=False, grey=hp.in_channels == 1,
@@ -158,12 +172,22 @@ class StereoDataModule(pl.LightningDataModule):
                 self.train_set = self._real(hp.dataset, hp.root, True, split)
                 if hp.sgbm_labels:
                     self.train_set = SgbmLabels(self.train_set, float(hp.max_disparity))
+                sources, weights = [self.train_set], [1.0 - hp.synthetic_fraction - hp.label_fraction]
                 if hp.synthetic_fraction > 0:
-                    synth = SyntheticStereo(hp.train_size, hp.seed_base,
-                                            self._synthetic_config(hp.crop_height, hp.crop_width),
-                                            self._synthetic_transform())
-                    self.train_set = MixedStereo(self.train_set, synth, hp.synthetic_fraction,
-                                                 hp.epoch_size)
+                    sources.append(SyntheticStereo(hp.train_size, hp.seed_base,
+                                                   self._synthetic_config(hp.crop_height, hp.crop_width),
+                                                   self._synthetic_transform()))
+                    weights.append(hp.synthetic_fraction)
+                if hp.label_fraction > 0:
+                    if not hp.label_root:
+                        raise ValueError("data.label_fraction > 0 needs data.label_root (pairs without gt)")
+                    unlabelled = FolderPairs(hp.label_root, transform=self._train_transform())
+                    sources.append(SgbmLabels(unlabelled, float(hp.max_disparity)))
+                    weights.append(hp.label_fraction)
+                if len(sources) > 1:
+                    if weights[0] < 0:
+                        raise ValueError("data.synthetic_fraction + data.label_fraction must be <= 1")
+                    self.train_set = MixedStereo(sources, weights, hp.epoch_size)
         if self.val_set is None:
             if vname == "synthetic":
                 tf = StereoTransform(None, grey=hp.in_channels == 1, divisor=hp.divisor)
@@ -199,4 +223,5 @@ class StereoDataModule(pl.LightningDataModule):
                 "crop": [hp.crop_height, hp.crop_width], "batch_size": hp.batch_size,
                 "seed_base": hp.seed_base, "val_seed_base": hp.val_seed_base,
                 "synthetic": dict(hp.synthetic or {}), "families": hp.families,
-                "synthetic_fraction": hp.synthetic_fraction}
+                "synthetic_fraction": hp.synthetic_fraction,
+                "label_root": hp.label_root, "label_fraction": hp.label_fraction}

@@ -497,64 +497,77 @@ class BagPairs(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load(self, index: int) -> Sample:
+        return dict(self.samples[index])
+
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
-        return to_tensors(self.transform(dict(self.samples[index]), rng))
+        return to_tensors(self.transform(self.load(index), rng))
 
 
 class SgbmLabels(Dataset):
-    """Wraps a dataset of pairs without ground truth: ``disp`` becomes sparse labels from the
-    project's SGBM baseline (its own left-right check; holes NaN), computed on the
-    transformed (cropped) pair. Pixels with real ground truth keep it."""
+    """Wraps a dataset of pairs without ground truth (anything with ``load(i)`` and a
+    ``transform``): ``disp`` becomes sparse labels from the project's SGBM baseline (its own
+    left-right check, uniqueness and speckle filters; holes NaN), computed once per pair on
+    the full image before cropping (cached) so a crop is not robbed of SGBM's left border.
+    Pixels with real ground truth keep it."""
 
     def __init__(self, base: Dataset, max_disparity: float) -> None:
+        if not hasattr(base, "load") or not hasattr(base, "transform"):
+            raise TypeError(f"SgbmLabels needs a dataset with load() and transform, got {type(base).__name__}")
         self.base = base
         self.max_disparity = float(max_disparity)
+        self._labels: Dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+    def load(self, index: int) -> Sample:
         from stereonet_ros.baseline import sgbm_disparity
 
-        s = self.base[index]
-        left = s["left"].permute(1, 2, 0).numpy()
-        right = s["right"].permute(1, 2, 0).numpy()
-        if left.shape[2] == 1:
-            left, right = left[..., 0], right[..., 0]
-        labels = torch.from_numpy(sgbm_disparity(left, right, self.max_disparity))[None]
-        disp = s.get("disp")
-        s["disp"] = labels if disp is None else torch.where(torch.isfinite(disp), disp, labels)
+        s = dict(self.base.load(index))  # type: ignore[attr-defined]
+        if index not in self._labels:
+            self._labels[index] = sgbm_disparity(s["left"], s["right"], self.max_disparity)
+        gt = s.get("disp")
+        lab = self._labels[index]
+        s["disp"] = lab if gt is None else np.where(np.isfinite(gt), gt, lab).astype(np.float32)
         return s
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        return to_tensors(self.base.transform(self.load(index), rng))  # type: ignore[attr-defined]
 
 
 class MixedStereo(Dataset):
-    """Real samples mixed with synthetic scenes: sample ``i`` is synthetic with probability
-    ``synthetic_fraction`` (decided by a hash of ``i``, so fixed per index; the loader's
-    shuffling mixes them), else real sample ``i mod len(real)``. ``length`` sets the epoch
-    size, independent of the (small) real set."""
+    """Several training sources mixed by weight: sample ``i`` comes from source ``k`` with
+    probability ``weights[k] / sum(weights)`` (decided by a hash of ``i``, so fixed per index;
+    the loader's shuffling mixes them) and is that source's item ``i mod len(source)``.
+    ``length`` sets the epoch size, independent of the (small) real sets. Only the keys all
+    sources share are kept, so they collate into one batch."""
 
-    def __init__(self, real: Dataset, synthetic: Dataset, synthetic_fraction: float,
-                 length: int) -> None:
-        if not 0.0 <= synthetic_fraction <= 1.0:
-            raise ValueError(f"synthetic_fraction must be in [0, 1], got {synthetic_fraction}")
-        self.real, self.synthetic = real, synthetic
-        self.fraction = float(synthetic_fraction)
+    KEYS = ("left", "right", "disp")
+
+    def __init__(self, sources: Sequence[Dataset], weights: Sequence[float], length: int) -> None:
+        if len(sources) != len(weights) or not sources:
+            raise ValueError(f"need one weight per source, got {len(sources)} sources and {len(weights)} weights")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {list(weights)}")
+        self.sources = list(sources)
+        total = float(sum(weights))
+        self.bounds = np.cumsum([w / total for w in weights])
         self.length = int(length)
 
     def __len__(self) -> int:
         return self.length
 
-    def is_synthetic(self, index: int) -> bool:
-        h = (index * 2654435761) % 2 ** 32   # Knuth's multiplicative hash: uniform in [0, 2^32)
-        return h < self.fraction * 2 ** 32
+    def source_of(self, index: int) -> int:
+        u = ((index * 2654435761) % 2 ** 32) / 2 ** 32   # Knuth's multiplicative hash
+        return int(min(np.searchsorted(self.bounds, u, side="right"), len(self.sources) - 1))
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        if self.is_synthetic(index):
-            s = self.synthetic[index % len(self.synthetic)]
-            s.pop("disp_right", None)  # both sources must collate into one batch
-            return s
-        return self.real[index % len(self.real)]
+        src = self.sources[self.source_of(index)]
+        s = src[index % len(src)]  # type: ignore[arg-type]
+        return {k: s[k] for k in self.KEYS}
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -246,8 +246,7 @@ class StereoNetModule(pl.LightningModule):
         losses = self.compute_loss(batch)
         bs = batch["left"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
-        self.log("train/loss_left", losses["loss_left"], batch_size=bs)
-        for key in ("loss_right", "loss_ce", "loss_photo", "loss_smooth", "loss_lr", "loss_labels"):
+        for key in ("loss_left", "loss_right", "loss_ce", "loss_photo", "loss_smooth", "loss_lr", "loss_labels"):
             if key in losses:
                 self.log(f"train/{key}", losses[key], batch_size=bs)
         with torch.no_grad():

@@ -94,6 +94,19 @@ def photometric(sample: Sample, rng: np.random.Generator, strength: float = 1.0,
     return out
 
 
+def flip_swap(sample: Sample) -> Sample:
+    """Mirror the rig: the left view becomes the mirrored right view and vice versa, and the
+    right disparity map (mirrored) becomes the left one. A right-view training signal
+    without running the network's second (right) pass. Needs ``disp_right``."""
+    if sample.get("disp_right") is None:
+        raise ValueError("flip_swap needs the right-view disparity (disp_right)")
+    out = dict(sample)
+    m = lambda a: np.ascontiguousarray(a[:, ::-1])  # noqa: E731
+    out["left"], out["right"] = m(sample["right"]), m(sample["left"])
+    out["disp"], out["disp_right"] = m(sample["disp_right"]), m(sample["disp"])
+    return out
+
+
 def to_grey(sample: Sample) -> Sample:
     """Single-channel luminance images (for in_channels = 1 models)."""
     out = dict(sample)
@@ -120,12 +133,14 @@ class StereoTransform:
     """The per-sample pipeline used by the datasets.
 
     Order: optional scale -> optional random crop (training) or centred crop to a multiple of
-    ``divisor`` (evaluation) -> optional photometric augmentation -> optional grey.
+    ``divisor`` (evaluation) -> optional flip-and-swap (training samples that carry a right
+    disparity, with probability ``flip_swap_prob``) -> optional photometric augmentation ->
+    optional grey.
     """
 
     def __init__(self, crop_size: Optional[Sequence[int]] = None, scale_factor: float = 1.0,
                  augment: bool = False, photometric_strength: float = 1.0, grey_prob: float = 0.0,
-                 grey: bool = False, divisor: int = 1) -> None:
+                 grey: bool = False, divisor: int = 1, flip_swap_prob: float = 0.0) -> None:
         self.crop_size: Optional[Tuple[int, int]] = tuple(crop_size) if crop_size else None  # type: ignore[assignment]
         self.scale_factor = float(scale_factor)
         self.augment = augment
@@ -133,6 +148,7 @@ class StereoTransform:
         self.grey_prob = grey_prob
         self.grey = grey
         self.divisor = divisor
+        self.flip_swap_prob = float(flip_swap_prob)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if self.scale_factor != 1.0:
@@ -140,12 +156,19 @@ class StereoTransform:
         if self.crop_size is not None:
             h, w = self.crop_size
             if self.augment:
+                h0, w0 = sample["left"].shape[:2]
+                if h0 < h or w0 < w:  # small images are enlarged to fit the crop
+                    f = max(h / h0, w / w0)
+                    sample = resize(sample, max(h, int(np.ceil(h0 * f))), max(w, int(np.ceil(w0 * f))))
                 sample = random_crop(sample, h, w, rng)
             else:  # deterministic evaluation crop
                 h0, w0 = sample["left"].shape[:2]
                 h, w = min(h, h0), min(w, w0)
                 sample = crop(sample, (h0 - h) // 2, (w0 - w) // 2, h, w)
         sample = center_crop_to_multiple(sample, self.divisor)
+        if self.augment and self.flip_swap_prob > 0 and sample.get("disp_right") is not None \
+                and rng.random() < self.flip_swap_prob:
+            sample = flip_swap(sample)
         if self.augment:
             sample = photometric(sample, rng, self.photometric_strength, self.grey_prob)
         if self.grey:
