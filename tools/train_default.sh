@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model from scratch: both training stages, export, measurement.
-#   make train-default            (CPU: a few hours on 2 cores; add --trainer.accelerator=gpu
+# Reproduce the shipped default model from scratch: three training stages, export, measurement.
+#   make train-default            (CPU: about 1.5 h on 2 cores; add --trainer.accelerator=gpu
 #                                  through STEREONET_TRAIN_ARGS for a GPU)
 # Stage 1: config/train_default.yaml (matching layers only, cheap steps). Stage 2: the whole
-# network from stage 1's weights, config/train_default_stage2.yaml. Needs ../shared/data (the
-# project's real pairs) or data.root pointed at pairs of your own.
+# network from stage 1's weights (config/train_default_stage2.yaml). Stage 3: SGBM-labelled
+# real pairs of other domains join (config/train_default_stage3.yaml). Needs ../shared/data
+# (the project's real pairs) or data.root / data.label_root pointed at pairs of your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 py=.venv/bin/python
 extra=(${STEREONET_TRAIN_ARGS:-})
-if [ -e runs/default ] || [ -e runs/default_stage1 ]; then
-  echo "[train-default] runs/default or runs/default_stage1 exists: move it away first" >&2
-  exit 1
-fi
-$py -m training.cli fit --config config/train_default.yaml "${extra[@]}"
+for d in runs/default runs/default_stage1 runs/default_stage2; do
+  if [ -e "$d" ]; then echo "[train-default] $d exists: move it away first" >&2; exit 1; fi
+done
+cfg=(--config config/train_default.yaml)
+$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
 mv runs/default runs/default_stage1
-$py -m training.cli fit --config config/train_default.yaml --config config/train_default_stage2.yaml "${extra[@]}"
+cfg+=(--config config/train_default_stage2.yaml)
+$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
+mv runs/default runs/default_stage2
+cfg+=(--config config/train_default_stage3.yaml)
+$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
 $py -m training.cli export --checkpoint runs/default/checkpoints/final.ckpt --output runs/default/stereonet_default.pt
-$py -m training.measure --checkpoint runs/default/stereonet_default.pt --knobs --threads 1 --json runs/default/measure.json
+$py -m training.measure --checkpoint runs/default/stereonet_default.pt --threads 1 \
+    --figures runs/default/figures --json runs/default/measure.json
 echo "[train-default] weights: runs/default/stereonet_default.pt (copy to stereonet_ros/weights/ to ship)"

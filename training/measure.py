@@ -288,19 +288,23 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--train-families", default="kitti2012",
                    help="comma-separated families the model trained on (their split is held out)")
     p.add_argument("--val-every", type=int, default=10)
-    p.add_argument("--figures", default=None, help="write one PNG per real validation pair here")
+    p.add_argument("--figures", default=None, help="write one PNG per real validation pair here "
+                   "(default: figures/ beside --json)")
     p.add_argument("--synthetic-count", type=int, default=32)
     p.add_argument("--synthetic-seed-base", type=int, default=1_000_000_000)
     p.add_argument("--synthetic-size", default="256x512", help="HxW of synthetic val scenes")
     p.add_argument("--planes", default="4,6,12,20,28,36,44,52,60,75,90,105,120",
                    help="true disparities of the fronto-parallel plane sweep ('' = skip)")
     p.add_argument("--threads", type=int, default=0, help="CPU inference threads (0 = torch's)")
+    p.add_argument("--precision", default="fp32", help="engine precision: fp32 | bf16 | auto (node parameter)")
     p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
     p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     a = p.parse_args(argv)
+    if a.figures is None and a.json:
+        a.figures = os.path.join(os.path.dirname(os.path.abspath(a.json)), "figures")
     ck = load_checkpoint(a.checkpoint)
-    engine = StereoEngine(loaded=ck, device="cpu", precision="fp32", num_threads=a.threads)
+    engine = StereoEngine(loaded=ck, device="cpu", precision=a.precision, num_threads=a.threads)
     res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(), "engine": engine.describe()}
     print(f"engine: {engine.describe()}")
     if a.data:
