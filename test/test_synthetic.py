@@ -82,3 +82,19 @@ def test_occlusion_is_nearest_wins():
 def test_motorcycle_never_a_texture():
     assert not any("motorcycle" in n for n in TEXTURE_FILES)
     assert len(texture_bank()) >= 10
+
+
+def test_detail_and_vignette_keep_the_geometry_exact_and_change_the_views():
+    """The realism knobs alter appearance only: the disparity maps are those of the plain
+    scene, the left view gains high-frequency energy, and vignetting darkens the corners."""
+    import numpy as np
+    from training.synthetic import SyntheticConfig, render_scene
+    base = SyntheticConfig(height=64, width=128, max_disparity=24.0, noise_max=0.0, photometric=0.0)
+    plain = render_scene(5, base)
+    rich = render_scene(5, SyntheticConfig(**{**base.to_dict(), "detail": 0.15, "vignette": 0.5}))
+    np.testing.assert_array_equal(plain["disp"], rich["disp"])
+    np.testing.assert_array_equal(plain["disp_right"], rich["disp_right"])
+    hf = lambda im: np.abs(np.diff(im.mean(-1), axis=1)).mean()  # noqa: E731
+    assert hf(rich["left"]) > 1.2 * hf(plain["left"])
+    corner = lambda im: im[:8, :8].mean() / max(im[28:36, 60:68].mean(), 1e-6)  # noqa: E731
+    assert corner(rich["right"]) < corner(plain["right"]) + 0.05

@@ -65,6 +65,8 @@ class SyntheticConfig:
     photometric: float = 1.0          # scale of per-eye gain/bias/gamma differences (0 = none)
     blur_max: float = 0.8             # max optics blur sigma (same for both eyes), pixels
     integer_disparity: bool = False   # round plane offsets and disable slant (exact-warp tests)
+    detail: float = 0.0               # amplitude of pixel-scale texture detail on every surface
+    vignette: float = 0.0             # max per-eye radial fall-off at the corners (0.3 = -30 %)
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -157,7 +159,21 @@ def _photo_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(tex, 0, 1).astype(np.float32)
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, cfg: SyntheticConfig) -> np.ndarray:
+def _texture(rng: np.random.Generator, h: int, w: int, cfg: SyntheticConfig,
+             detail_rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    tex = _base_texture(rng, h, w, cfg)
+    if cfg.detail > 0:
+        # A generator of its own, so switching detail on leaves the scene's geometry as is.
+        rng = detail_rng if detail_rng is not None else np.random.default_rng(0)
+        # Real surfaces carry fine grain (paper, fabric, asphalt) that photographs resized as
+        # textures lose; it is what sub-pixel matching locks on to.
+        grain = cv2.GaussianBlur(rng.random((h, w), dtype=np.float32), (0, 0), rng.uniform(0.5, 1.2))
+        grain = (grain - grain.mean()) / max(float(grain.std()), 1e-6)
+        tex = np.clip(tex + cfg.detail * rng.uniform(0.2, 1.0) * grain[..., None], 0, 1).astype(np.float32)
+    return tex
+
+
+def _base_texture(rng: np.random.Generator, h: int, w: int, cfg: SyntheticConfig) -> np.ndarray:
     r = rng.random()
     if r < cfg.flat_prob:  # nearly texture-less: smooth shading + faint noise
         base = rng.random(3, dtype=np.float32)
@@ -238,7 +254,8 @@ def _shape_mask(layer: _Layer, u: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.hypot(du, dy) <= rho
 
 
-def _sample_layers(rng: np.random.Generator, cfg: SyntheticConfig) -> List[_Layer]:
+def _sample_layers(rng: np.random.Generator, cfg: SyntheticConfig,
+                   detail_rng: Optional[np.random.Generator] = None) -> List[_Layer]:
     h, w = cfg.height, cfg.width
     lo, hi = cfg.min_disparity, cfg.max_disparity * 0.999
     span = hi - lo
@@ -252,7 +269,7 @@ def _sample_layers(rng: np.random.Generator, cfg: SyntheticConfig) -> List[_Laye
     a, b, c = _fit_plane(rng, d_bg, w / 2, h / 2, slanted, cfg, lo, hi)
     if cfg.integer_disparity:
         a = float(np.round(a))
-    layers.append(_Layer(a, b, c, "background", (), _texture(rng, h, tw, cfg), tex_off))
+    layers.append(_Layer(a, b, c, "background", (), _texture(rng, h, tw, cfg, detail_rng), tex_off))
     n = int(rng.integers(cfg.min_layers, cfg.max_layers + 1))
     for _ in range(n):
         # Object disparity between background and max, skewed toward the background.
@@ -278,7 +295,7 @@ def _sample_layers(rng: np.random.Generator, cfg: SyntheticConfig) -> List[_Laye
         a, b, c = _fit_plane(rng, d0, cu, cy, slanted, cfg, lo, hi)
         if cfg.integer_disparity:
             a = float(np.round(a))
-        layers.append(_Layer(a, b, c, shape, params, _texture(rng, h, tw, cfg), tex_off))
+        layers.append(_Layer(a, b, c, shape, params, _texture(rng, h, tw, cfg, detail_rng), tex_off))
     return layers
 
 
@@ -309,6 +326,12 @@ def _camera(rng: np.random.Generator, img: np.ndarray, cfg: SyntheticConfig,
     out = img
     if blur > 0.05:
         out = cv2.GaussianBlur(out, (0, 0), blur)
+    if cfg.vignette > 0:
+        # Each lens darkens its own corners, so the two views differ more at the image edges.
+        h, w = out.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+        out = out * (1.0 - rng.uniform(0, cfg.vignette) * r2)[..., None]
     if p > 0:
         gain = 1.0 + p * rng.uniform(-0.08, 0.08) + p * rng.uniform(-0.03, 0.03, 3)
         bias = p * rng.uniform(-0.03, 0.03)
@@ -329,7 +352,7 @@ def render_scene(seed: int, config: Optional[SyntheticConfig] = None) -> Dict[st
     """
     cfg = config or SyntheticConfig()
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57E4E0]))
-    layers = _sample_layers(rng, cfg)
+    layers = _sample_layers(rng, cfg, np.random.default_rng(np.random.SeedSequence([int(seed), 0xDE7A11])))
     left, disp = _render_view(layers, cfg.height, cfg.width, right=False)
     right, disp_r = _render_view(layers, cfg.height, cfg.width, right=True)
     blur = rng.uniform(0, cfg.blur_max) if cfg.blur_max > 0 else 0.0
