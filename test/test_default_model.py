@@ -31,6 +31,18 @@ def test_default_checkpoint_is_trained_and_documented():
     assert DEFAULT_CHECKPOINT.stat().st_size < 5 * 2**20
 
 
+def _input_publishers(test):
+    """Reliable publishers of the node's four inputs, once the node has subscribed."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {k: test.create_publisher(t, k, qos) for k, t in (
+        ("left/image_rect", Image), ("right/image_rect", Image),
+        ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
+    assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
+    return pubs
+
+
 PLANES = (4.0, 6.5, 12.0, 20.0, 28.25, 36.0, 44.0, 60.0, 75.5, 90.0, 105.0, 120.0)
 
 
@@ -39,8 +51,6 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     the central region within 0.5 px); training.measure's prediction of the same pair is the
     node's own output (one inference path)."""
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
     from stereonet_ros.engine import StereoEngine
     from stereonet_ros.node import StereoNetNode
     from training.measure import predict
@@ -54,11 +64,7 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     spin = Spinner(node, test)
     engine = StereoEngine(device="cpu", precision="fp32", num_threads=1)
     try:
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        pubs = {k: test.create_publisher(t, k, qos) for k, t in (
-            ("left/image_rect", Image), ("right/image_rect", Image),
-            ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
-        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
+        pubs = _input_publishers(test)
         errors = {}
         for i, d in enumerate(PLANES):
             left, right = fronto_parallel_pair(d, (h, w), seed=i)
@@ -90,8 +96,6 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
 
 def test_node_with_default_model_sees_depth(ros):
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
     from stereonet_ros.node import StereoNetNode
 
     node = StereoNetNode(namespace="/default_model",
@@ -100,11 +104,7 @@ def test_node_with_default_model_sees_depth(ros):
     col = Collector(test, "/default_model")
     spin = Spinner(node, test)
     try:
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        pubs = {k: test.create_publisher(t, k, qos) for k, t in (
-            ("left/image_rect", Image), ("right/image_rect", Image),
-            ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
-        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
+        pubs = _input_publishers(test)
         model_epe, const_epe, densities = [], [], []
         for i, seed in enumerate(SCENES):
             sc = render_scene(seed, CFG)

@@ -344,3 +344,25 @@ def test_self_supervised_fine_tuning_on_a_rosbag_without_ground_truth(tmp_path):
     raw = torch.load(tmp_path / "ckpt" / "final.ckpt", map_location="cpu", weights_only=True)
     assert raw["global_step"] == 2
     assert raw["hyper_parameters"]["self_supervised"] is True
+
+
+def test_measure_scores_held_out_pairs_four_ways_through_the_engine(shared_layout, tiny_checkpoint, tmp_path):
+    from stereonet_ros.engine import StereoEngine
+    from training.measure import METHODS, markdown, real_validation
+    eng = StereoEngine(checkpoint=str(tiny_checkpoint), device="cpu", precision="fp32")
+    res = real_validation(eng, str(shared_layout), ["kitti2012"], 10, figures=str(tmp_path / "fig"))
+    assert [p["pair"] for p in res["pairs"]] == ["kitti2012_000000", "kitti2012_000010", "mb2001_Venus"]
+    fam = res["families"]
+    assert set(fam) == {"kitti2012", "mb2001", "all"} and fam["kitti2012"]["sgbm_filled"]["frames"] == 2
+    for block in fam.values():
+        assert set(block) == set(METHODS)
+        assert block["sgbm_filled"]["density"] == 100.0 and block["stereonet_dense"]["density"] == 100.0
+        assert block["sgbm_published"]["density"] < 100.0          # SGBM's holes are counted
+    # the published convention counts every pixel the node drops as bad: never fewer bad pixels
+    for pair in res["pairs"]:
+        assert pair["stereonet_published"]["bad2"] >= pair["stereonet_dense"]["bad2"]
+    figs = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert figs == ["kitti2012_000000.png", "kitti2012_000010.png", "mb2001_Venus.png"]
+    assert cv2.imread(str(tmp_path / "fig" / figs[0])).shape[0] == 2 * 40   # two rows of panels
+    md = markdown({"real_validation": res})
+    assert "**mb2001** (1 pair)" in md and "SGBM, as published" in md

@@ -271,6 +271,46 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
     return rows
 
 
+LABELS = {"stereonet_dense": "StereoNet, dense", "stereonet_published": "StereoNet, as published",
+          "sgbm_filled": "SGBM, holes filled", "sgbm_published": "SGBM, as published (holes = errors)"}
+
+
+def markdown(res: Dict[str, Any]) -> str:
+    """The model card's tables from a result dict of :func:`main` (so numbers are pasted,
+    never retyped)."""
+    cols = ("epe", "bad1", "bad2", "d1", "density")
+    head = "| method | " + " | ".join(("EPE px", "bad-1 %", "bad-2 %", "D1 %", "density %")) + " |\n" + \
+        "|---" * (len(cols) + 1) + "|\n"
+    out: List[str] = []
+
+    def table(block: Dict[str, Dict[str, float]]) -> str:
+        best = {c: min(block[m].get(c, float("inf")) for m in METHODS if m in block) for c in cols if c != "density"}
+        rows = []
+        for m in METHODS:
+            if m not in block or not block[m]:
+                continue
+            cells = []
+            for c in cols:
+                v = block[m].get(c, float("nan"))
+                txt = f"{v:.2f}" if c == "epe" else f"{v:.1f}"
+                cells.append(f"**{txt}**" if c in best and v == best[c] else txt)
+            rows.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+        return head + "\n".join(rows) + "\n"
+
+    rv = res.get("real_validation")
+    if rv:
+        for fam, block in rv["families"].items():
+            n = next(iter(block.values()), {}).get("frames", 0)
+            out.append(f"**{fam}** ({n} pair{'s' if n != 1 else ''})\n\n" + table(block))
+    if "motorcycle" in res:
+        out.append("**motorcycle** (held out)\n\n" + table(res["motorcycle"]))
+    if "planes" in res:
+        out.append("| true px | " + " | ".join(f"{r['true']:g}" for r in res["planes"]) + " |\n" +
+                   "|---" * (len(res["planes"]) + 1) + "|\n| read px | " +
+                   " | ".join(f"{r['median']:.2f}" for r in res["planes"]) + " |\n")
+    return "\n".join(out)
+
+
 def _row(name: str, m: Dict[str, float]) -> str:
     vals = "".join(f"{m.get(k, float('nan')):>9.2f}" for k in KEYS)
     return f"{name:<34}{vals}"
@@ -300,6 +340,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
     p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+    p.add_argument("--markdown", default=None, help="also write the model card's tables here")
     a = p.parse_args(argv)
     if a.figures is None and a.json:
         a.figures = os.path.join(os.path.dirname(os.path.abspath(a.json)), "figures")
@@ -343,6 +384,8 @@ def main(argv: Optional[list] = None) -> int:
                   f"{mo['epe']:>9.2f}{mo['d1']:>9.1f}{mo['bad2']:>10.1f}{r['motorcycle_ms']:>8.0f}"
                   f"{r['motorcycle_ms'] / base_ms:>8.2f}")
     print("(EPE px; D1, bad-N, density %; 'published' counts the node's invalid pixels, and SGBM's holes, as errors)")
+    if a.markdown:
+        Path(a.markdown).write_text(markdown(res))
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:
