@@ -134,10 +134,14 @@ def make_camera_info(width: int, height: int, fx: float, baseline: float, cx: Op
 
 
 def make_disparity(disp: np.ndarray, stamp: int, frame_id: str, f: float, t: float,
-                   min_disparity: float, max_disparity: float, delta_d: float) -> Any:
-    """stereo_msgs/DisparityImage (rosbags) like ``messages.make_disparity`` builds for rclpy."""
+                   min_disparity: float, max_disparity: float, delta_d: float,
+                   valid_window: Optional[Tuple[int, int, int, int]] = None) -> Any:
+    """stereo_msgs/DisparityImage (rosbags) like ``messages.make_disparity`` builds for rclpy;
+    ``valid_window`` (x, y, w, h) px, None = the whole image."""
     h, w = disp.shape
-    roi = _t("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=h, width=w, do_rectify=False)
+    x0, y0, ww, wh = valid_window if valid_window is not None else (0, 0, w, h)
+    roi = _t("sensor_msgs/msg/RegionOfInterest")(x_offset=int(x0), y_offset=int(y0), height=int(wh),
+                                                 width=int(ww), do_rectify=False)
     return _t(DISPARITY)(header=make_header(stamp, frame_id),
                          image=make_image(disp.astype(np.float32), "32FC1", stamp, frame_id),
                          f=float(f), t=float(t), valid_window=roi, min_disparity=float(min_disparity),
@@ -185,6 +189,51 @@ def gt_disparity_from_image(msg: Any) -> np.ndarray:
     if msg.encoding == "16UC1":  # KITTI: disparity * 256, 0 = no measurement
         return np.where(arr > 0, arr.astype(np.float32) / 256.0, np.float32(np.nan))
     return np.array(arr, dtype=np.float32)
+
+
+#: Message types a ground-truth topic may have: disparity as a 32FC1 (or KITTI-style 16UC1)
+#: Image or as the DisparityImage this package writes; depth as a 32FC1 Image (metres).
+GT_DISPARITY_TYPES = (IMAGE, DISPARITY)
+GT_DEPTH_TYPES = (IMAGE,)
+
+
+def gt_disparity_from_disparity_image(msg: Any) -> np.ndarray:
+    """Ground-truth disparity (H, W) float32 px, NaN = unknown, from a stereo_msgs/DisparityImage.
+
+    The message's own rules say what is unknown: a value below ``min_disparity`` or not
+    finite, and pixels outside a non-empty ``valid_window`` (an all-zero window means the
+    whole image, as for any RegionOfInterest). Its d = x_l - x_r - (cx_l - cx_r) is the
+    convention the node publishes and the evaluation compares in.
+    """
+    if msg.image.encoding != "32FC1":  # the message defines a float image; no KITTI scaling here
+        raise ValueError(f"DisparityImage image encoding '{msg.image.encoding}' is not 32FC1")
+    d = gt_disparity_from_image(msg.image)
+    out = np.where(np.isfinite(d) & (d >= np.float32(msg.min_disparity)), d, np.float32(np.nan)).astype(np.float32)
+    win = msg.valid_window
+    if win.width and win.height:
+        inside = np.zeros(out.shape, bool)
+        inside[win.y_offset:win.y_offset + win.height, win.x_offset:win.x_offset + win.width] = True
+        out[~inside] = np.nan
+    return out
+
+
+def gt_disparity_from_message(msg: Any) -> np.ndarray:
+    """Ground-truth disparity of an Image or a DisparityImage (``GT_DISPARITY_TYPES``)."""
+    if hasattr(msg, "min_disparity") and hasattr(msg, "image"):
+        return gt_disparity_from_disparity_image(msg)
+    return gt_disparity_from_image(msg)
+
+
+def check_gt_topic_types(have: Dict[str, str], disparity_topic: Optional[str],
+                         depth_topic: Optional[str]) -> None:
+    """BagError naming a ground-truth topic whose type cannot hold ground truth (and its type),
+    instead of a failure deep inside decoding or a silently skipped ground truth."""
+    for topic, types, what in ((disparity_topic, GT_DISPARITY_TYPES, "disparity"),
+                               (depth_topic, GT_DEPTH_TYPES, "depth")):
+        if topic and topic in have and have[topic] not in types:
+            raise BagError(f"ground-truth {what} topic '{topic}' is {have[topic]}; it must be "
+                           + " or ".join(types) + (" (32FC1 px or 16UC1 px*256)" if what == "disparity"
+                                                   else " (32FC1 metres)"))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -403,6 +452,7 @@ def read_stereo_frames(path: str | Path, topics: Optional[StereoTopics] = None,
         have = bag_topics(reader)
         report.topics_in_bag = dict(have)
         _check_topics(have, topics)
+        check_gt_topic_types(have, topics.gt_disparity, topics.gt_depth)
         conns: Dict[str, List[Any]] = {}
         for c in reader.connections:
             conns.setdefault(c.topic, []).append(c)
@@ -469,7 +519,7 @@ def _make_frame(index: int, s: int, pending: Dict[str, "OrderedDict[int, Any]"],
         report.missing_camera_info += 1
     if s in pending["disp"]:
         try:
-            frame.gt_disparity = gt_disparity_from_image(pending["disp"].pop(s))
+            frame.gt_disparity = gt_disparity_from_message(pending["disp"].pop(s))
         except ValueError as exc:
             frame.problems.append(str(exc))
             report.gt_problems += 1

@@ -186,3 +186,37 @@ def test_writer_refuses_unknown_storage_and_type_change(tmp_path):
         w.write("/a", bag.make_image(np.zeros((2, 2), np.uint8), "mono8", 0, "f"), 0)
         with pytest.raises(bag.BagError, match="is sensor_msgs/msg/Image"):
             w.write("/a", bag.make_camera_info(2, 2, 1, 0.1), 1)
+
+
+def test_disparity_image_ground_truth_follows_its_own_validity_rules(tmp_path):
+    """A DisparityImage (what stereonet-eval writes) is accepted as ground truth: values below
+    min_disparity and pixels outside valid_window are unknown, the rest is d as published."""
+    topics = bag.StereoTopics()
+    left, right, gt = frame_arrays(0)
+    gt[2, 5] = -3.0                                   # below min_disparity 0: invalid
+    msg = bag.make_disparity(gt, T0, "l", 100.0, 0.1, 0.0, 64.0, 1 / 16, valid_window=(2, 1, W - 2, H - 1))
+    with bag.BagWriter(tmp_path / "b", "mcap") as w:
+        bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", bag.make_camera_info(W, H, 100, 0.1),
+                               bag.make_camera_info(W, H, 100, 0.1, right=True))
+        w.write(topics.gt_disparity, msg, T0)
+    (f,) = bag.read_stereo_frames(tmp_path / "b")
+    assert not f.problems
+    known = np.ones((H, W), bool)
+    known[:, :2] = known[:1, :] = False               # outside the window
+    known[2, 5] = known[0, 0] = False                 # below min_disparity; NaN in the message
+    np.testing.assert_array_equal(np.isfinite(f.gt_disparity), known)
+    np.testing.assert_array_equal(f.gt_disparity[known], gt[known])
+
+
+def test_ground_truth_of_another_type_is_refused_naming_topic_and_type(tmp_path):
+    topics = bag.StereoTopics()
+    with bag.BagWriter(tmp_path / "b", "sqlite3") as w:
+        left, right, _ = frame_arrays(0)
+        bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", bag.make_camera_info(W, H, 100, 0.1),
+                               bag.make_camera_info(W, H, 100, 0.1, right=True))
+        w.write(topics.gt_disparity, bag.make_camera_info(W, H, 100, 0.1), T0)
+    with pytest.raises(bag.BagError) as info:
+        list(bag.read_stereo_frames(tmp_path / "b"))
+    text = str(info.value)
+    assert "'/gt/disparity' is sensor_msgs/msg/CameraInfo" in text
+    assert "sensor_msgs/msg/Image" in text and "stereo_msgs/msg/DisparityImage" in text
