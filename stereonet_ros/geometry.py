@@ -84,22 +84,33 @@ def geometry_from_projections(p_left: Sequence[float], p_right: Sequence[float],
                           int(width), int(height))
 
 
-def rectification_warnings(d_left: Sequence[float], r_left: Sequence[float],
-                           d_right: Sequence[float], r_right: Sequence[float]) -> list[str]:
-    """Reasons to believe the images are not rectified (warnings, not errors).
+def raw_calibration(d: Sequence[float], r: Sequence[float]) -> bool:
+    """True when a camera_info carries a raw calibration: distortion D != 0 or R != I.
 
-    Rectified image topics come with zero distortion and identity R in their CameraInfo
-    (image_proc convention); anything else suggests a raw camera_info was remapped in.
+    Not a warning: image_proc's rectify (and most stereo drivers) republish the camera's
+    raw camera_info unchanged next to the rectified image; its P is the projection of the
+    rectified image and is all the node uses. Nothing in a camera_info tells raw images
+    from rectified ones, so D and R are reported (diagnostics) but never judged.
+    Raises ValueError/TypeError for arrays that are not numbers.
     """
-    out = []
-    for side, d, r in (("left", d_left, r_left), ("right", d_right, r_right)):
-        d = np.asarray(d, dtype=np.float64).ravel()
-        if d.size and np.any(~np.isfinite(d) | (np.abs(d) > 1e-9)):  # NaN is not "zero"
-            out.append(f"{side} camera_info has non-zero distortion D={np.round(d, 4).tolist()}")
-        r = np.asarray(r, dtype=np.float64).ravel()
-        if r.size == 9 and np.any(r) and not np.allclose(r.reshape(3, 3), np.eye(3), atol=1e-6):
-            out.append(f"{side} camera_info has non-identity rectification R")
-    return out
+    dd = np.asarray(d, dtype=np.float64).ravel()
+    rr = np.asarray(r, dtype=np.float64).ravel()
+    distorted = bool(dd.size and np.any(~np.isfinite(dd) | (np.abs(dd) > 1e-9)))  # NaN is not "zero"
+    rotated = bool(rr.size == 9 and np.any(rr) and not np.allclose(rr.reshape(3, 3), np.eye(3), atol=1e-6))
+    return distorted or rotated
+
+
+def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """32FC1 metres (NaN invalid) -> 16UC1 millimetres, REP 118's integer depth.
+
+    0 marks invalid pixels; depths that round outside 1..65535 mm (nearer than 0.5 mm or
+    beyond 65.535 m) cannot be represented and become 0 (invalid) rather than wrap or clip.
+    """
+    z = np.asarray(depth, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        mm = np.rint(z * np.float32(1000.0))
+        ok = np.isfinite(mm) & (mm >= 1) & (mm <= 65535)
+    return np.where(ok, mm, 0).astype(np.uint16)
 
 
 def raw_to_published_disparity(raw: np.ndarray, geom: StereoGeometry) -> np.ndarray:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import array
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
+from .geometry import depth_to_millimetres
 from .imageconv import fill_image
+
+#: depth_format -> how the depth image is encoded (REP 118)
+DEPTH_FORMATS = ("32FC1", "16UC1")
 
 
 def make_image(header: Header, arr: np.ndarray, encoding: str) -> Image:
@@ -24,22 +28,49 @@ def make_image(header: Header, arr: np.ndarray, encoding: str) -> Image:
     return fill_image(msg, arr, encoding)
 
 
+def make_depth(header: Header, depth: np.ndarray, depth_format: str = "32FC1") -> Image:
+    """Depth image from (H, W) float32 metres (NaN invalid): 32FC1 metres with NaN, or
+    16UC1 millimetres with 0 for invalid and unrepresentable (> 65.535 m) pixels."""
+    if depth_format == "16UC1":
+        return make_image(header, depth_to_millimetres(depth), "16UC1")
+    if depth_format != "32FC1":
+        raise ValueError(f"depth_format '{depth_format}' is not one of {', '.join(DEPTH_FORMATS)}")
+    return make_image(header, depth, "32FC1")
+
+
+def camera_info_with_header(info: CameraInfo, header: Header) -> CameraInfo:
+    """Copy of ``info`` under ``header``: the camera model of an image computed from the
+    left image (depth, confidence), stamped and framed like that image, so consumers that
+    synchronise image and camera_info by exact stamp pair them."""
+    msg = CameraInfo()
+    msg.header = header
+    msg.height, msg.width = info.height, info.width
+    msg.distortion_model = info.distortion_model
+    msg.d, msg.k, msg.r, msg.p = info.d, info.k, info.r, info.p
+    msg.binning_x, msg.binning_y = info.binning_x, info.binning_y
+    msg.roi = info.roi
+    return msg
+
+
 def make_disparity(header: Header, disp: np.ndarray, f: float, t: float, min_disparity: float,
-                   max_disparity: float, delta_d: float) -> DisparityImage:
+                   max_disparity: float, delta_d: float,
+                   valid_window: Optional[Tuple[int, int, int, int]] = None) -> DisparityImage:
     """DisparityImage with 32FC1 ``disp`` (invalid pixels already below min_disparity).
 
-    ``valid_window`` spans the whole image: the network predicts every pixel and invalid
-    ones are flagged individually (a value below ``min_disparity``).
+    ``valid_window`` (x_offset, y_offset, width, height) px: where the whole disparity
+    range could be searched (``pipeline.match_window``); None = the whole image. Invalid
+    pixels, inside or outside it, are flagged one by one (a value below ``min_disparity``).
     """
     msg = DisparityImage()
     msg.header = header
     msg.image = make_image(header, disp, "32FC1")
     msg.f = float(f)
     msg.t = float(t)
-    msg.valid_window.x_offset = 0
-    msg.valid_window.y_offset = 0
-    msg.valid_window.height = int(disp.shape[0])
-    msg.valid_window.width = int(disp.shape[1])
+    x, y, w, h = valid_window if valid_window is not None else (0, 0, disp.shape[1], disp.shape[0])
+    msg.valid_window.x_offset = int(x)
+    msg.valid_window.y_offset = int(y)
+    msg.valid_window.height = int(h)
+    msg.valid_window.width = int(w)
     msg.valid_window.do_rectify = False
     msg.min_disparity = float(min_disparity)
     msg.max_disparity = float(max_disparity)

@@ -7,6 +7,7 @@ and the older one is dropped (counted as 'overrun'): latency stays bounded, memo
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -47,9 +48,10 @@ from stereo_msgs.msg import DisparityImage  # noqa: E402
 from . import messages  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .engine import EngineConfigError, StereoEngine  # noqa: E402
-from .params import SPECS, validate, validate_all  # noqa: E402
+from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, unknown_parameter_errors,  # noqa: E402
+                     validate, validate_all)
 from .pipeline import FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair  # noqa: E402
-from .stats import DROP_REASONS, EVENTS, NodeStats  # noqa: E402
+from .stats import DROP_REASONS, EVENTS, NodeStats, status_name  # noqa: E402
 from .sync import StereoPairer, stamp_ns  # noqa: E402
 
 try:  # On a robot message_filters comes from the ROS install; the built-in pairer otherwise.
@@ -61,6 +63,8 @@ _DIGITS = re.compile(r"\d+")
 ENGINE_PARAMS = tuple(n for n, s in SPECS.items() if s.engine)
 SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "sync_backend")
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+#: The four inputs, relative names (remappable), in the order the no-input warning lists them.
+INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 
 
 class StartupError(RuntimeError):
@@ -113,6 +117,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 class StereoNetNode(Node):
     def __init__(self, **kwargs: Any) -> None:
+        # Undeclared overrides stay undeclared (rclpy's defaults, spelt out because the
+        # unknown-parameter check relies on them): a name that is not in params.SPECS is
+        # then visible as an override without a parameter, and refused at start.
+        kwargs.setdefault("allow_undeclared_parameters", False)
+        kwargs.setdefault("automatically_declare_parameters_from_overrides", False)
         super().__init__("stereonet", **kwargs)
         try:
             self._configure()
@@ -133,6 +142,9 @@ class StereoNetNode(Node):
                 self.declare_parameter(name, spec.default, desc)
             except ParameterException as exc:
                 raise StartupError(f"parameter '{name}': {exc}") from exc
+        # Before the model loads (seconds): a misspelt name fails at once. QoS override
+        # names are checked once the subscriptions and publishers have declared theirs.
+        self._refuse_unknown_parameters(qos=False)
         raw = {n: self.get_parameter(n).value for n in SPECS}
         errors = validate_all(raw)
         if errors:
@@ -160,6 +172,9 @@ class StereoNetNode(Node):
         self._warned: Dict[str, Tuple[float, int]] = {}   # key -> (last logged, suppressed since)
         self._processed_reported = 0
         self._last_drops: Dict[str, int] = {}
+        self._last_pair_time = time.monotonic()   # start counts as the last pair (no-input warning)
+        self._last_cloud_stamp: Optional[int] = None   # header stamp of the last points2 (cloud_rate)
+        self._topics = {t: self.resolve_topic_name(t) for t in INPUT_TOPICS}
 
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         qos_opts = QoSOverridingOptions.with_default_policies
@@ -174,14 +189,75 @@ class StereoNetNode(Node):
         pub = lambda t, n: self.create_publisher(t, n, OUTPUT_QOS, qos_overriding_options=qos_opts())  # noqa: E731
         self.pub_disp = pub(DisparityImage, "disparity")
         self.pub_depth = pub(Image, "depth")
+        # The camera model of the depth and confidence images (same pixels as the left
+        # rectified image), so depth_image_proc and RViz's DepthCloud can use them directly.
+        self.pub_depth_info = pub(CameraInfo, "depth/camera_info")
         self.pub_points = pub(PointCloud2, "points2")
         self.pub_conf = pub(Image, "confidence")
+        self.pub_conf_info = pub(CameraInfo, "confidence/camera_info")
         self.pub_color = pub(Image, "disparity/color")
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._refuse_unknown_parameters(qos=True)
         self._diag_timer = self.create_timer(self.values["diagnostics_period"], self.publish_diagnostics)
+        self._input_timer: Optional[Any] = None
+        self._set_input_timer()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        outputs = [p.topic_name for p in (self.pub_disp, self.pub_depth, self.pub_depth_info, self.pub_points,
+                                          self.pub_conf, self.pub_conf_info, self.pub_color, self.pub_diag)]
+        self.get_logger().info(
+            f"{self.get_fully_qualified_name()} ready: inputs {', '.join(self._topics.values())}; outputs "
+            f"{', '.join(outputs)}; model {self.engine.describe()}; device {self.engine.device} "
+            f"{self.engine.precision_name}")
         self._worker = threading.Thread(target=self._work, name="stereonet-inference", daemon=True)
         self._worker.start()
+
+    def _refuse_unknown_parameters(self, qos: bool) -> None:
+        """StartupError naming every override (command line, params file, constructor) that
+        is no parameter of this node, with the closest valid name.
+
+        ``qos`` False checks the node's own names, True the ``qos_overrides.*`` ones (declared
+        by rclpy when a subscription or publisher is created with QoS overriding options).
+        rclpy keeps the overrides for this node (global and node-specific ``-p``, params
+        file entries for its name or a wildcard) in ``_parameter_overrides``; it has no
+        public accessor for them.
+        """
+        given = [n for n in self._parameter_overrides if n.startswith(QOS_PREFIX) == qos]
+        known = set(SPECS) | set(ROS_BUILTIN_PARAMETERS) | set(self.list_parameters([], 0).names)
+        errors = unknown_parameter_errors(given, known)
+        if errors:
+            raise StartupError("; ".join(errors))
+
+    def _set_input_timer(self) -> None:
+        """(Re)start the no-input check at the period of input_timeout_warning (0 = none)."""
+        if self._input_timer is not None:
+            self._input_timer.cancel()
+            self.destroy_timer(self._input_timer)
+            self._input_timer = None
+        period = self.values["input_timeout_warning"]
+        if period > 0:
+            self._input_timer = self.create_timer(period, self._check_input)
+
+    def _check_input(self) -> None:
+        """Warn (once per input_timeout_warning seconds) while no stereo pair arrives, naming
+        the resolved input topics and those never received: the first-day questions are
+        'is it remapped right?' and 'does the camera publish at all?'."""
+        timeout = self.values["input_timeout_warning"]
+        idle = time.monotonic() - self._last_pair_time
+        if timeout <= 0 or idle < timeout:
+            return
+        received = self.stats.snapshot()["received"]
+        never = [self._topics[t] for t in INPUT_TOPICS if not received.get(t)]
+        t = self._topics
+        text = (f"no stereo pair for {idle:.0f} s on {t['left/image_rect']} + {t['right/image_rect']} "
+                f"(camera_info {t['left/camera_info']}, {t['right/camera_info']}); ")
+        if never:
+            text += (f"never received: {', '.join(never)} (check the remappings, the namespace and that "
+                     "the camera publishes: ros2 topic info -v <topic>)")
+        else:
+            text += ("every input has been received, but no left/right images paired lately: the camera "
+                     f"stopped, or left/right stamps differ (sync_mode {self.values['sync_mode']}, "
+                     f"sync_slop {self.values['sync_slop']:g} s)")
+        self.get_logger().warning(text)
 
     # ----- input ---------------------------------------------------------------------------
     def _setup_sync(self) -> None:
@@ -265,6 +341,7 @@ class StereoNetNode(Node):
             "to match the camera driver")
 
     def _on_pair(self, left: Image, right: Image) -> None:
+        self._last_pair_time = time.monotonic()
         t = stamp_ns(left)
         if self._last_stamp is not None and t < self._last_stamp:
             back = (self._last_stamp - t) / 1e9
@@ -318,6 +395,9 @@ class StereoNetNode(Node):
         t_recv = time.perf_counter()
         with self._lock:
             engine, opts, v = self.engine, self.options, self.values
+        cloud_due = self._cloud_due(stamp_ns(left), v)
+        if opts.want_points and not cloud_due:
+            opts = dataclasses.replace(opts, want_points=False)  # not computed when not published
         try:
             self._image_size = (int(left.width), int(left.height))
             linfo, rinfo = self._camera_infos()
@@ -353,7 +433,9 @@ class StereoNetNode(Node):
             self._warn("camera_info_warning", "camera_info looks wrong (frame still processed): "
                        + "; ".join(out.warnings), 30.0)
         t_pub = time.perf_counter()
-        self.publish(left.header, out, v)
+        if out.points is not None:
+            self._last_cloud_stamp = stamp_ns(left)
+        self.publish(left.header, out, v, linfo)
         t_done = time.perf_counter()
         stamp_age = (self.get_clock().now().nanoseconds - stamp_ns(left)) / 1e6
         stages = dict(out.timings_ms)
@@ -365,17 +447,38 @@ class StereoNetNode(Node):
         self.stats.processed_frame(stages)
         return out
 
-    def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any]) -> None:
+    def _cloud_due(self, stamp: int, v: Dict[str, Any]) -> bool:
+        """Whether this frame's points2 is published under cloud_rate (Hz, 0 = every frame).
+
+        Spacing is measured on image stamps, so a bag replayed slower or faster keeps the
+        recording's cloud rate. 10 % tolerance: camera stamps jitter, and a frame arriving
+        a little early would otherwise push the next cloud one whole camera period later.
+        A stamp going back (bag loop) starts over.
+        """
+        rate = v["cloud_rate"]
+        last = self._last_cloud_stamp
+        if rate <= 0 or last is None or stamp < last:
+            return True
+        return stamp - last >= 0.9e9 / rate
+
+    def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any], info: Optional[CameraInfo] = None) -> None:
+        """Publish one frame's outputs under ``header`` (the left image's); ``info`` is the
+        left camera_info the frame was computed with (for depth/ and confidence/camera_info)."""
         g = out.geometry
         if v["publish_disparity"]:
             self.pub_disp.publish(messages.make_disparity(header, out.disparity, g.fx, g.baseline,
-                                                          out.min_disparity, out.max_disparity, out.delta_d))
+                                                          out.min_disparity, out.max_disparity, out.delta_d,
+                                                          out.valid_window))
         if v["publish_depth"]:
-            self.pub_depth.publish(messages.make_image(header, out.depth, "32FC1"))
+            self.pub_depth.publish(messages.make_depth(header, out.depth, v["depth_format"]))
+            if info is not None:
+                self.pub_depth_info.publish(messages.camera_info_with_header(info, header))
         if v["publish_points"] and out.points is not None:
             self.pub_points.publish(messages.make_cloud(header, out.points, out.rgb8, v["cloud_organized"]))
         if v["publish_confidence"] and out.confidence is not None:
             self.pub_conf.publish(messages.make_image(header, out.confidence.astype("float32", copy=False), "32FC1"))
+            if info is not None:
+                self.pub_conf_info.publish(messages.camera_info_with_header(info, header))
         if v["publish_color"]:
             lo = max(out.min_disparity, 0.0)
             color = messages.colorize_disparity(out.disparity, out.valid, lo, out.max_disparity)
@@ -411,6 +514,8 @@ class StereoNetNode(Node):
             self.engine, self.values, self.options = engine, new, output_options(new)
         if any(n in changes for n in SYNC_PARAMS):
             self._setup_sync()
+        if "input_timeout_warning" in changes:
+            self._set_input_timer()
         if "diagnostics_period" in changes:
             self._diag_timer.cancel()
             self.destroy_timer(self._diag_timer)
@@ -445,7 +550,8 @@ class StereoNetNode(Node):
     def _pipeline_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
         kv = _kv
         engine = self.engine
-        pipe = DiagnosticStatus(name="stereonet: pipeline", hardware_id=str(engine.device))
+        pipe = DiagnosticStatus(name=status_name(self.get_fully_qualified_name(), "pipeline"),
+                                hardware_id=str(engine.device))
         values = [kv("device", engine.device), kv("precision", engine.precision_name),
                   kv("model", engine.describe()), kv("processed", snap["processed"]),
                   kv("output_rate_hz", f"{snap['rates'].get('output', 0.0):.2f}")]
@@ -482,7 +588,8 @@ class StereoNetNode(Node):
         return pipe
 
     def _camera_status_msg(self) -> DiagnosticStatus:
-        cam = DiagnosticStatus(name="stereonet: camera_info", hardware_id=str(self.engine.device))
+        cam = DiagnosticStatus(name=status_name(self.get_fully_qualified_name(), "camera_info"),
+                               hardware_id=str(self.engine.device))
         linfo, rinfo = self._infos["left"][0], self._infos["right"][0]
         level, text, values = camera_info_report(linfo, rinfo, self._image_size)
         timeout = self.values["camera_info_timeout"]
@@ -505,7 +612,8 @@ class StereoNetNode(Node):
 
     def _device_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
         engine = self.engine
-        st = DiagnosticStatus(name="stereonet: device", hardware_id=str(engine.device))
+        st = DiagnosticStatus(name=status_name(self.get_fully_qualified_name(), "device"),
+                              hardware_id=str(engine.device))
         requested = str(self.values["device"])
         st.values = [_kv("requested", requested), _kv("device", engine.device),
                      _kv("precision", engine.precision_name), _kv("input_scale", engine.input_scale),
@@ -553,6 +661,10 @@ def main(args: Optional[List[str]] = None) -> int:
 
     SIGINT and SIGTERM (rclpy's handlers) end the spin; the worker is joined and 0 returned.
     """
+    from .node_main import own_arguments_exit
+    code = own_arguments_exit(args)  # --help, or a stray argument outside --ros-args
+    if code is not None:
+        return code
     if _early_stop:  # stopped while still importing
         return 0
     try:

@@ -15,8 +15,30 @@ import numpy as np
 
 from .engine import StereoEngine, left_right_consistent
 from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
-                       geometry_from_projections, raw_to_published_disparity, rectification_warnings)
+                       geometry_from_projections, raw_calibration, raw_to_published_disparity)
 from .imageconv import INPUT_ENCODINGS, ImageFormatError, image_to_numpy, to_rgb8, to_rgb_float
+
+
+#: DisparityImage.delta_d, px. The network's disparity is continuous: a soft-argmin (expected
+#: value over the coarse cost volume's distribution), upsampled and corrected by the
+#: refiners' convolutional residuals, so it has no quantisation step of its own (the float32
+#: spacing, ~4e-6 px at 64 px, says nothing about it). Its precision is coarser than 1/16 px
+#: (the bundled model's errors are pixels, see the model card; well-trained stereo networks
+#: reach tenths of a pixel), so 1/16 px claims no finer steps than the output resolves, and
+#: it is what stereo_image_proc publishes (OpenCV block matching's 4 fractional bits):
+#: consumers that bin disparities by delta_d treat both nodes alike.
+DISPARITY_RESOLUTION_PX = 1.0 / 16.0
+
+
+def match_window(width: int, height: int, max_disparity: float) -> Tuple[int, int, int, int]:
+    """DisparityImage.valid_window (x_offset, y_offset, width, height) in pixels of the left
+    image: every row, without the left columns x < min(max_disparity, width), whose match
+    for the searched range (x_r = x - d, d up to max_disparity raw px) would lie left of
+    the right image. Pixels there can still be valid (small disparities) and are flagged
+    one by one; the window says where the whole range could be searched.
+    """
+    x0 = int(min(math.ceil(max(max_disparity, 0.0)), width))
+    return x0, 0, int(width) - x0, int(height)
 
 
 class FrameError(Exception):
@@ -58,6 +80,11 @@ class FrameOutput:
     delta_d: float
     timings_ms: Dict[str, float]
     warnings: List[str]
+    #: DisparityImage.valid_window (x, y, w, h) px, see ``match_window``
+    valid_window: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    #: (H, W) float32 published-convention d of the network at every pixel, before any
+    #: validity rule (accuracy of the dense output; the published one is ``disparity``)
+    dense_disparity: Optional[np.ndarray] = None
 
 
 def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +111,8 @@ def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.nd
 def check_camera_info(linfo: Any, rinfo: Any, width: int, height: int) -> tuple[StereoGeometry, List[str]]:
     """Geometry from the two CameraInfos after checking they fit the images; raises FrameError.
 
-    Returns the geometry and warnings (non-rectified camera_info, differing intrinsics).
+    Returns the geometry and warnings (left/right intrinsics that disagree). D and R are
+    not looked at: P describes the rectified images (see ``geometry.raw_calibration``).
     """
     for side, info in (("left", linfo), ("right", rinfo)):
         # 0x0 is what an uncalibrated driver sends; the projection check below catches it.
@@ -93,13 +121,9 @@ def check_camera_info(linfo: Any, rinfo: Any, width: int, height: int) -> tuple[
                                          f"images are {width}x{height}")
     try:
         geom = geometry_from_projections(linfo.p, rinfo.p, width, height)
-        warns = rectification_warnings(linfo.d, linfo.r, rinfo.d, rinfo.r)
     except GeometryError as exc:
         raise FrameError("bad_geometry", str(exc)) from exc
-    except (TypeError, ValueError) as exc:  # malformed D/R arrays
-        raise FrameError("bad_geometry", f"camera_info D/R cannot be read: {exc}") from exc
-    warns += intrinsics_disagreement(linfo.p, rinfo.p)
-    return geom, warns
+    return geom, intrinsics_disagreement(linfo.p, rinfo.p)
 
 
 def intrinsics_disagreement(p_left: Any, p_right: Any) -> List[str]:
@@ -118,7 +142,8 @@ def camera_info_report(linfo: Any, rinfo: Any,
 
     Returns (level 0 ok / 1 warn / 2 error, summary, key/values): resolution and whether it
     matches the images (``image_size`` = (width, height) of the last pair), baseline sign
-    and magnitude, whether left/right intrinsics agree, rectification (D = 0, R = I).
+    and magnitude, whether left/right intrinsics agree; and, for information only, whether
+    the camera_infos carry a raw calibration (D != 0 or R != I, as image_proc republishes).
     """
     if linfo is None or rinfo is None:
         missing = " and ".join(s for s, m in (("left", linfo), ("right", rinfo)) if m is None)
@@ -153,12 +178,11 @@ def camera_info_report(linfo: Any, rinfo: Any,
     kv["intrinsics agree"] = str(not disagree and pl.size == 12 and pr.size == 12
                                  and abs(pl[0] - pr[0]) <= 1e-3 * abs(pl[0]))
     problems += [(1, t) for t in disagree]
-    try:
-        rect = rectification_warnings(linfo.d, linfo.r, rinfo.d, rinfo.r)
-    except (TypeError, ValueError) as exc:
-        rect = [f"D/R unreadable: {exc}"]
-    kv["rectified"] = str(not rect)
-    problems += [(1, t) for t in rect]
+    for side, info in (("left", linfo), ("right", rinfo)):
+        try:
+            kv[f"raw D/R {side}"] = str(raw_calibration(info.d, info.r))
+        except (TypeError, ValueError) as exc:  # reported, not judged: the geometry uses P only
+            kv[f"raw D/R {side}"] = f"unreadable: {exc}"
     if not problems:
         return 0, "ok", kv
     level = max(lv for lv, _ in problems)
@@ -217,11 +241,9 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
         if opts.want_color:
             src = rgb8_left if rgb8_left is not None else to_rgb8(limg, left.encoding)
             rgb8 = np.ascontiguousarray(src[::step, ::step])
-    # The network's output is continuous; the finest increment a float32 disparity can
-    # express over the searched range is its spacing at the range's top.
-    delta_d = float(np.spacing(np.float32(max(abs(max_d), 1.0))))
     t3 = time.perf_counter()
     timings = {"decode": 1e3 * (t1 - t0), **res.timings_ms, "network_total": 1e3 * (t2 - t1),
                "postprocess_numpy": 1e3 * (t3 - t2)}
     return FrameOutput(disp_out, valid, depth, points, rgb8, res.confidence, geom, float(min_d),
-                       float(max_d), delta_d, timings, warns)
+                       float(max_d), DISPARITY_RESOLUTION_PX, timings, warns,
+                       match_window(w, h, engine.max_disparity), disp)

@@ -38,14 +38,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import bag
-from .stats import percentiles
+from .stats import percentiles, status_name
 from .bag import _cdr_endian, cdr_stamp  # noqa: F401 (re-exported)
 
 #: Node output topics the recorder listens to (relative to its namespace) and their types.
 RECORD_TOPICS = {"disparity": "stereo_msgs/msg/DisparityImage", "depth": "sensor_msgs/msg/Image",
                  "points2": "sensor_msgs/msg/PointCloud2"}
 DIAG_TOPIC = "/diagnostics"
-PIPELINE_STATUS = "stereonet: pipeline"
+NODE_NAME = "stereonet"   # the node's default name; its /diagnostics statuses carry its full name
+
+
+def pipeline_status_name(namespace: str = "", node_name: str = NODE_NAME) -> str:
+    """Name of the node's 'pipeline' DiagnosticStatus for a node in ``namespace``."""
+    ns = namespace.strip("/")
+    return status_name(f"/{ns}/{node_name}" if ns else f"/{node_name}", "pipeline")
 def ros_type(msgtype: str) -> Any:
     """'pkg/msg/Name' -> the rclpy message class (imports the generated module)."""
     pkg, sub, name = msgtype.split("/")
@@ -207,7 +213,8 @@ class Arrival:
 class OutputRecorder:
     """Records the node's outputs: arrival times, header stamps, disparities, diagnostics.
 
-    ``namespace``: the node's namespace ('' = root). Disparities are kept decoded as
+    ``namespace``: the node's namespace ('' = root), ``node_name`` its name (its
+    /diagnostics status is told from other nodes' by the full name). Disparities are kept decoded as
     (disparity (H, W) float32, valid mask, max_disparity) per stamp when ``keep_disparity``;
     depth and points2 are subscribed raw (only their stamps are read) to keep the
     recorder cheap on a small CPU. With ``bag_writer`` every received message (outputs and
@@ -215,13 +222,15 @@ class OutputRecorder:
     """
 
     def __init__(self, node: Any, namespace: str = "", keep_disparity: bool = True,
-                 topics: Sequence[str] = tuple(RECORD_TOPICS), bag_writer: Optional[bag.BagWriter] = None) -> None:
+                 topics: Sequence[str] = tuple(RECORD_TOPICS), bag_writer: Optional[bag.BagWriter] = None,
+                 node_name: str = NODE_NAME) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         self.lock = threading.Lock()
         self.arrivals: List[Arrival] = []
         self.disparities: Dict[int, Tuple[np.ndarray, np.ndarray, float]] = {}
         self.diagnostics: List[Tuple[int, Dict[str, str]]] = []  # (arrival ns, pipeline values)
         self.keep_disparity = keep_disparity
+        self.pipeline_status = pipeline_status_name(namespace, node_name)
         self.bag_writer = bag_writer  # written from executor callbacks only (one thread)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         ns = namespace.rstrip("/")
@@ -259,7 +268,7 @@ class OutputRecorder:
     def _on_diag(self, msg: Any) -> None:
         self._store(DIAG_TOPIC, bag.DIAGNOSTICS, msg, time.time_ns())
         for st in msg.status:
-            if st.name == PIPELINE_STATUS:
+            if st.name == self.pipeline_status:
                 with self.lock:
                     self.diagnostics.append((time.time_ns(), {kv.key: kv.value for kv in st.values}))
 
@@ -397,13 +406,15 @@ def load_gt(path: str | Path, topic: str) -> Dict[int, np.ndarray]:
     out: Dict[int, np.ndarray] = {}
     reader = bag.open_bag(path)
     try:
-        if topic not in bag.bag_topics(reader):
+        have = bag.bag_topics(reader)
+        if topic not in have:
             return out
+        bag.check_gt_topic_types(have, topic, None)  # BagError naming the topic and its type
     finally:
         reader.close()
     for _t, _ns, msg in bag.read_messages(path, [topic]):
         try:
-            out[bag.stamp_ns(msg)] = bag.gt_disparity_from_image(msg)
+            out[bag.stamp_ns(msg)] = bag.gt_disparity_from_message(msg)
         except ValueError:
             continue
     return out
@@ -429,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs, until Ctrl-C, --duration, or --settle s without output after the first")
     p.add_argument("--duration", type=float, default=0.0, help="record-only: stop after S seconds (0 = no limit)")
     p.add_argument("--namespace", default="", help="the node's namespace (recorder)")
+    p.add_argument("--node-name", default=NODE_NAME, help="the node's name (its /diagnostics status names)")
     p.add_argument("--left-topic", default="/left/image_rect", help="bag topic counted as published pairs")
     p.add_argument("--gt-topic", default="/gt/disparity", help="ground truth for accuracy ('' = none)")
     p.add_argument("--wait-subscribers", type=float, default=30.0,
@@ -456,7 +468,7 @@ def write_report(path: str, rep: Dict[str, Any]) -> None:
 
 def record_only(a: argparse.Namespace, node: Any, spinner: "Spinner", writer: Optional[bag.BagWriter]) -> int:
     """Record the node's outputs while another process plays the bag; then report."""
-    recorder = OutputRecorder(node, a.namespace, bag_writer=writer)
+    recorder = OutputRecorder(node, a.namespace, bag_writer=writer, node_name=a.node_name)
     spinner.thread.start()
     print("recording the node's outputs (Ctrl-C ends)")
     t0 = time.monotonic()
@@ -502,7 +514,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return record_only(a, node, spinner, writer)
         player = BagPlayer(node, a.bag, a.rate, a.loop, a.start_offset, a.restamp, a.topics, remap,
                            keep_log=a.record)
-        recorder = OutputRecorder(node, a.namespace, bag_writer=writer) if a.record else None
+        recorder = OutputRecorder(node, a.namespace, bag_writer=writer, node_name=a.node_name) if a.record else None
         spinner.thread.start()
         if a.wait_subscribers > 0 and a.left_topic in player.publishers:
             if not player.wait_for_subscribers([a.left_topic], a.wait_subscribers):

@@ -30,13 +30,25 @@ DROP_REASONS: Dict[str, str] = {
 #: Noteworthy events that do not lose a frame.
 EVENTS: Dict[str, str] = {
     "stamp_backwards": "stamp older than the previous pair (bag loop or clock jump); old-timeline images discarded",
-    "camera_info_warning": "camera_info looks non-rectified or left/right intrinsics disagree",
+    "camera_info_warning": "left/right rectified intrinsics (fy, cy) disagree: not one rectified pair",
     "device_fallback": "CUDA requested but unavailable; running on the CPU",
     "parameter_rejected": "a runtime parameter change was rejected (the old value stays in use)",
 }
 
 
 LATENCY_PERCENTILES = (50, 90, 95, 99)
+
+#: The parts of the node's /diagnostics, one DiagnosticStatus each.
+STATUS_PARTS = ("pipeline", "camera_info", "device")
+
+
+def status_name(node_fqn: str, part: str) -> str:
+    """DiagnosticStatus name of one part of a node's report: ``'/ns/stereonet: pipeline'``.
+
+    The fully qualified node name makes two nodes in two namespaces distinguishable on the
+    one /diagnostics topic (aggregators and readers key on the name).
+    """
+    return f"{node_fqn}: {part}"
 
 
 def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:

@@ -117,13 +117,15 @@ class Collector:
 
     TOPICS = {"disparity": "stereo_msgs.msg.DisparityImage", "depth": "sensor_msgs.msg.Image",
               "points2": "sensor_msgs.msg.PointCloud2", "confidence": "sensor_msgs.msg.Image",
-              "disparity/color": "sensor_msgs.msg.Image", "/diagnostics": "diagnostic_msgs.msg.DiagnosticArray"}
+              "disparity/color": "sensor_msgs.msg.Image", "/diagnostics": "diagnostic_msgs.msg.DiagnosticArray",
+              "depth/camera_info": "sensor_msgs.msg.CameraInfo", "confidence/camera_info": "sensor_msgs.msg.CameraInfo"}
 
     def __init__(self, node: Any, namespace: str = "", reliable: bool = True) -> None:
         import importlib
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         self.msgs: Dict[str, List[Any]] = {t: [] for t in self.TOPICS}
         self.lock = threading.Lock()
+        self.pipeline_status = f"{namespace.rstrip('/')}/stereonet: pipeline"
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
         self.subs = []
         for topic, tname in self.TOPICS.items():
@@ -145,10 +147,10 @@ class Collector:
             return self.msgs[topic][-1]
 
     def diag_values(self) -> Dict[str, str]:
-        """Key/values of the newest 'stereonet: pipeline' status."""
+        """Key/values of the newest '<ns>/stereonet: pipeline' status (this node's, by full name)."""
         with self.lock:
             for arr in reversed(self.msgs["/diagnostics"]):
                 for st in arr.status:
-                    if st.name == "stereonet: pipeline":
+                    if st.name == self.pipeline_status:
                         return {kv.key: kv.value for kv in st.values}
         return {}

@@ -87,16 +87,22 @@ class NodeProcess:
 
 
 class DiagReader:
-    """Keeps the newest /diagnostics status per name (real DiagnosticArray messages)."""
+    """Keeps the newest /diagnostics status per part of one node's report (real messages).
 
-    def __init__(self, node: Any, prefix: str = "stereonet") -> None:
+    The node names its statuses '<fully qualified node name>: <part>' (part: pipeline,
+    camera_info, device); ``node_fqn`` defaults to a node 'stereonet' in the namespace of
+    ``node`` (the tests put their tester node there). Other nodes' statuses are ignored.
+    """
+
+    def __init__(self, node: Any, node_fqn: Optional[str] = None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         self.lock = threading.Lock()
         self.latest: Dict[str, Any] = {}
-        self.history: List[tuple] = []   # (name, level, message) of every status received
+        self.history: List[tuple] = []   # (part, level, message) of every status received
         self.count = 0
-        self.prefix = prefix
+        self.node_fqn = node_fqn or node.get_namespace().rstrip("/") + "/stereonet"
+        self.prefix = self.node_fqn + ": "
         self.sub = node.create_subscription(DiagnosticArray, "/diagnostics", self._cb,
                                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
 
@@ -105,30 +111,31 @@ class DiagReader:
             self.count += 1
             for st in arr.status:
                 if st.name.startswith(self.prefix):
-                    self.latest[st.name] = st
+                    part = st.name[len(self.prefix):]
+                    self.latest[part] = st
                     lv = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
-                    self.history.append((st.name, lv, st.message))
+                    self.history.append((part, lv, st.message))
 
-    def status(self, name: str = "stereonet: pipeline") -> Any:
+    def status(self, part: str = "pipeline") -> Any:
         with self.lock:
-            return self.latest.get(name)
+            return self.latest.get(part)
 
-    def level(self, name: str = "stereonet: pipeline") -> int:
+    def level(self, part: str = "pipeline") -> int:
         """0 OK, 1 WARN, 2 ERROR (the message field is a byte), -1 before any message."""
-        st = self.status(name)
+        st = self.status(part)
         if st is None:
             return -1
         return st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
 
-    def values(self, name: str = "stereonet: pipeline") -> Dict[str, str]:
-        st = self.status(name)
+    def values(self, part: str = "pipeline") -> Dict[str, str]:
+        st = self.status(part)
         return {kv.key: kv.value for kv in st.values} if st is not None else {}
 
-    def int_value(self, key: str, name: str = "stereonet: pipeline") -> int:
-        return int(self.values(name).get(key, "0"))
+    def int_value(self, key: str, part: str = "pipeline") -> int:
+        return int(self.values(part).get(key, "0"))
 
-    def wait_value(self, key: str, pred: Any, timeout: float = 10.0, name: str = "stereonet: pipeline") -> bool:
-        return wait_for(lambda: key in self.values(name) and pred(self.values(name)[key]), timeout)
+    def wait_value(self, key: str, pred: Any, timeout: float = 10.0, part: str = "pipeline") -> bool:
+        return wait_for(lambda: key in self.values(part) and pred(self.values(part)[key]), timeout)
 
 
 class RosoutReader:

@@ -108,8 +108,8 @@ class Suite:
         """Wait for the camera_info status ``level`` (and key/values) while ``infos`` stay
         current: re-sent, so a slow machine never sees them go stale (camera_info_timeout 1 s)."""
         def ok() -> bool:
-            v = self.diag.values("stereonet: camera_info")
-            return self.diag.level("stereonet: camera_info") == level and all(v.get(k) == x for k, x in values.items())
+            v = self.diag.values("camera_info")
+            return self.diag.level("camera_info") == level and all(v.get(k) == x for k, x in values.items())
 
         for _ in range(10):
             self.send_infos(infos)
@@ -159,7 +159,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     t = s.next_stamp()
     s.bad_pair("camera_info_missing", "no left/camera_info received yet", image_msg(rgb_l, "rgb8", t),
                image_msg(rgb_r, "rgb8", t))
-    assert s.diag.level("stereonet: camera_info") == 2  # ERROR
+    assert s.diag.level("camera_info") == 2  # ERROR
     s.good_pair()
 
     # Encodings: unsupported, and left/right disagreeing.
@@ -213,18 +213,32 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
                image_msg(to_encoding(s.right_rgb, "32FC1"), "32FC1", t), s.infos(t))
     s.good_pair("32FC1")
 
-    # Non-rectified camera_info: a warning and an event, the frame is still processed.
+    # Rectified images with the raw calibration in camera_info (D != 0, R != I: what
+    # image_proc's rectify republishes) and a valid P: processed, no warning, camera OK.
     t = s.next_stamp()
     li, ri = s.infos(t)
     li.d = [0.1, -0.05, 0.0, 0.0, 0.0]
     c, sn = math.cos(0.1), math.sin(0.1)
     ri.r = [c, 0.0, sn, 0.0, 1.0, 0.0, -sn, 0.0, c]
     s.send(image_msg(rgb_l, "rgb8", t), image_msg(rgb_r, "rgb8", t), (li, ri))
-    assert wait_for(lambda: t in s.out_stamps(), 20), "a non-rectified camera_info must not drop the frame"
-    assert s.log.wait("left camera_info has non-zero distortion")
-    assert s.log.wait("right camera_info has non-identity rectification R")
-    assert s.diag.wait_value("event camera_info_warning", lambda v: int(v) >= 1)
-    assert s.camera_level(1, (li, ri), rectified="False"), s.diag.status("stereonet: camera_info")
+    assert wait_for(lambda: t in s.out_stamps(), 20), "a raw calibration next to rectified images must not drop"
+    assert s.camera_level(0, (li, ri), **{"raw D/R left": "True", "raw D/R right": "True"}), \
+        s.diag.status("camera_info")
+    assert s.diag.int_value("event camera_info_warning") == 0
+    assert not s.log.matching("camera_info looks wrong") and not s.log.matching("distortion"), \
+        [m.msg for m in s.log.lines][-5:]
+    s.good_pair()
+
+    # Left/right rectified intrinsics that disagree (cy 3 px apart): a warning and an
+    # event, the frame is still processed.
+    t = s.next_stamp()
+    li, ri = s.infos(t)
+    ri.p = list(ri.p[:6]) + [ri.p[6] + 3.0] + list(ri.p[7:])
+    s.send(image_msg(rgb_l, "rgb8", t), image_msg(rgb_r, "rgb8", t), (li, ri))
+    assert wait_for(lambda: t in s.out_stamps(), 20), "disagreeing intrinsics must not drop the frame"
+    assert s.log.wait("left/right rectified fy, cy disagree")
+    assert s.diag.wait_value("event camera_info_warning", lambda v: int(v) == 1)
+    assert s.camera_level(1, (li, ri), **{"intrinsics agree": "False"}), s.diag.status("camera_info")
     s.good_pair()
 
     # Bad geometry: the same broken calibration on many frames is logged once, as an error.
@@ -235,7 +249,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     assert len(s.log.matching("baseline 0 m from right", min_level=ERROR)) == 1
     # Report periods with only dropped pairs and no output are an ERROR, naming the reason.
     with s.diag.lock:
-        assert any(n == "stereonet: pipeline" and lv == 2 and "no output" in m and "bad_geometry" in m
+        assert any(n == "pipeline" and lv == 2 and "no output" in m and "bad_geometry" in m
                    for n, lv, m in s.diag.history), s.diag.history[-5:]
     assert s.camera_level(2, s.infos(t, baseline=0.0), **{"baseline plausible": "False",
                                                           "baseline sign": "zero/invalid"})
@@ -254,7 +268,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     s.bad_pair("camera_info_missing", "left/camera_info is", image_msg(rgb_l, "rgb8", t),
                image_msg(rgb_r, "rgb8", t))
     assert "camera_info_timeout 1 s" in s.log.matching("left/camera_info is")[-1]
-    assert wait_for(lambda: "stale" in s.diag.status("stereonet: camera_info").message, 5)
+    assert wait_for(lambda: "stale" in s.diag.status("camera_info").message, 5)
     s.good_pair()
 
     # Stamps go backwards (bag loop): processed, an event, and the old timeline's waiting
@@ -289,7 +303,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     # The node is alive, every counter is exact, and the good pairs' outputs are right.
     assert all(t.is_alive() for t in workers_before)
     n_good = len(s.good)
-    assert s.diag.wait_value("processed", lambda v: int(v) == n_good + 1)  # + the non-rectified frame
+    assert s.diag.wait_value("processed", lambda v: int(v) == n_good + 2)  # + raw D/R and cy-disagree frames
     values = s.diag.values()
     for reason in DROP_REASONS:
         assert int(values[f"dropped {reason}"]) == s.expect[reason], (reason, values)
@@ -329,8 +343,8 @@ def test_cuda_requested_without_cuda_falls_back_to_cpu_with_a_warning(ros, tiny_
     try:
         assert node.engine.device.type == "cpu"
         assert log.wait("device 'cuda' requested but CUDA is unavailable: running on the CPU")
-        assert wait_for(lambda: diag.level("stereonet: device") == 1, 10), diag.status("stereonet: device")
-        dev = diag.values("stereonet: device")
+        assert wait_for(lambda: diag.level("device") == 1, 10), diag.status("device")
+        dev = diag.values("device")
         assert (dev["requested"], dev["device"], dev["precision"]) == ("cuda", "cpu", "fp32")
         assert diag.wait_value("event device_fallback", lambda v: int(v) == 1)
     finally:

@@ -67,10 +67,11 @@ def test_outputs_geometry_and_headers(ros, tiny_checkpoint):
         stamp = 1_700_000_000_123_456_789
         # camera_info first so the first pair is not dropped for a missing one
         send(pubs, left, right, stamp, cx_r=cx_r)
-        assert wait_for(lambda: all(col.count(t) >= 1 for t in ("disparity", "depth", "points2", "confidence",
-                                                                  "disparity/color")), 30)
+        outputs = ("disparity", "depth", "points2", "confidence", "disparity/color", "depth/camera_info",
+                   "confidence/camera_info")
+        assert wait_for(lambda: all(col.count(t) >= 1 for t in outputs), 30)
         dmsg, depth_msg, cloud = col.latest("disparity"), col.latest("depth"), col.latest("points2")
-        for m in (dmsg, depth_msg, cloud, col.latest("confidence"), col.latest("disparity/color")):
+        for m in (col.latest(t) for t in outputs):
             assert m.header.frame_id == "left_optical"
             assert m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp
         assert dmsg.f == pytest.approx(FX)
@@ -78,9 +79,18 @@ def test_outputs_geometry_and_headers(ros, tiny_checkpoint):
         assert dmsg.image.encoding == "32FC1" and (dmsg.image.width, dmsg.image.height) == (W, H)
         assert dmsg.min_disparity == pytest.approx(-3.0)   # -(cx_l - cx_r)
         assert dmsg.max_disparity == pytest.approx(node.engine.max_disparity - 3.0)
-        assert 0 < dmsg.delta_d < 1e-3
+        assert dmsg.delta_d == 1.0 / 16.0  # the resolution the model claims (pipeline.DISPARITY_RESOLUTION_PX)
+        # valid_window: the 64 left columns, where a 64 px search leaves the right image, are out
+        assert node.engine.max_disparity == 64
         vw = dmsg.valid_window
-        assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (0, 0, W, H)
+        assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (64, 0, W - 64, H)
+        # depth/ and confidence/camera_info: the left camera_info that was sent, under the image's header
+        sent_left, _ = camera_infos(W, H, FX, BASELINE, cx_r=cx_r, stamp_ns=stamp)
+        for t in ("depth/camera_info", "confidence/camera_info"):
+            info = col.latest(t)
+            assert (info.width, info.height) == (W, H) and info.header == depth_msg.header
+            np.testing.assert_array_equal(info.p, sent_left.p)
+            np.testing.assert_array_equal(info.k, sent_left.k)
         d = np.frombuffer(dmsg.image.data, np.float32).reshape(H, W)
         z = np.frombuffer(depth_msg.data, np.float32).reshape(H, W)
         valid = d >= dmsg.min_disparity

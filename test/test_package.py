@@ -20,7 +20,8 @@ from stereonet_ros.params import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_INPUTS = {"left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info"}
-NODE_OUTPUTS = {"disparity", "depth", "points2", "confidence", "disparity/color"}
+NODE_OUTPUTS = {"disparity", "depth", "depth/camera_info", "points2", "confidence", "confidence/camera_info",
+                "disparity/color"}
 
 
 def console_scripts() -> dict:

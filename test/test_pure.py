@@ -120,3 +120,91 @@ def test_verged_rectification_offset_and_depth():
 def test_bad_baselines_are_errors(p_right, fragment):
     with pytest.raises(GeometryError, match=fragment):
         geometry_from_projections([400, 0, 320, 0, 0, 400, 240, 0, 0, 0, 1, 0], p_right, 640, 480)
+
+
+# ----- first-day behaviour (issue 11): parameters, calibration, outputs -------------------
+def test_unknown_parameter_names_the_closest_valid_one():
+    from stereonet_ros.params import unknown_parameter_errors
+    qos = "qos_overrides./cam/left/image_rect.subscription.reliability"
+    errs = unknown_parameter_errors(["refiner", "max_disparty", "refiners", "zzzz", qos.replace("reli", "rel")],
+                                    list(SPECS) + [qos])
+    assert len(errs) == 4, errs  # 'refiners' is known
+    by_name = {e.split("'")[1]: e for e in errs}
+    assert "did you mean 'refiners'?" in by_name["refiner"]
+    assert "did you mean 'max_disparity'?" in by_name["max_disparty"]
+    assert "no parameter has a similar name" in by_name["zzzz"]
+    # a QoS typo is matched against the QoS names, not the node's parameters
+    assert f"did you mean '{qos}'?" in by_name[qos.replace("reli", "rel")]
+
+
+def test_help_text_lists_every_parameter_with_type_default_and_valid_values():
+    from stereonet_ros.params import help_text
+    text = help_text()
+    lines = text.splitlines()
+    for name, spec in SPECS.items():
+        head = [ln for ln in lines if ln.startswith(f"  {name} (")]
+        assert len(head) == 1, name
+        assert f"({spec.type_name}, default " in head[0] and "valid: " in head[0], head[0]
+    line = {ln.split()[0]: ln for ln in lines if ln.startswith("  ") and not ln.startswith("      ")}
+    # the valid values, in words, for each kind of check
+    assert "valid: 32FC1 | 16UC1" in line["depth_format"]
+    assert "valid: integer in [1, 1000]" in line["queue_size"] and "default 10;" in line["queue_size"]
+    assert "valid: number in (0, 1]" in line["input_scale"]
+    assert "valid: auto | cpu | cuda | cuda:N" in line["device"]
+    assert "valid: true | false" in line["lr_check"] and "default false" in line["lr_check"]
+    assert "1073741824" in line["max_image_pixels"]  # not 1.07374e+09
+
+
+def test_split_ros_args_separates_the_programs_own_arguments():
+    from stereonet_ros.params import split_ros_args
+    own, ros = split_ros_args(["--help", "--ros-args", "-p", "refiners:=1", "-r", "a:=b", "--", "-x"])
+    assert own == ["--help", "-x"] and ros == ["--ros-args", "-p", "refiners:=1", "-r", "a:=b"]
+    assert split_ros_args(["--ros-args", "--params-file", "f.yaml"]) == ([], ["--ros-args", "--params-file", "f.yaml"])
+
+
+def test_depth_in_millimetres_is_rep118_16uc1():
+    from stereonet_ros.geometry import depth_to_millimetres
+    z = np.array([[1.2344, 0.0004, np.nan, 65.535, 65.6, 0.0015, -1.0]], np.float32)
+    mm = depth_to_millimetres(z)
+    assert mm.dtype == np.uint16
+    # 1234 mm; < 0.5 mm, NaN, beyond 65.535 m and negative are 0 (invalid), never wrapped
+    np.testing.assert_array_equal(mm, [[1234, 0, 0, 65535, 0, 2, 0]])
+
+
+def test_match_window_leaves_out_the_columns_without_a_full_search():
+    from stereonet_ros.pipeline import match_window
+    assert match_window(96, 64, 64.0) == (64, 0, 32, 64)
+    assert match_window(96, 64, 63.5) == (64, 0, 32, 64)   # x < 63.5: columns 0..63
+    assert match_window(40, 30, 64.0) == (40, 0, 0, 30)    # the range is wider than the image
+    assert match_window(40, 30, 0.0) == (0, 0, 40, 30)
+
+
+def _info(d, r, p, w=640, h=480):
+    return SimpleNamespace(width=w, height=h, d=d, r=r, p=p)
+
+
+def test_raw_calibration_next_to_rectified_images_is_no_warning():
+    """image_proc's rectify republishes the raw camera_info (D != 0, R != I) with the
+    rectified image; with a valid P that is the normal case, reported but not a warning."""
+    from stereonet_ros.geometry import raw_calibration
+    from stereonet_ros.pipeline import camera_info_report, check_camera_info
+    c, s = math.cos(0.05), math.sin(0.05)
+    r_rot = [c, 0, s, 0, 1, 0, -s, 0, c]
+    d_raw = [-0.28, 0.07, 0.0002, -0.0001, 0.0]
+    pl = [400, 0, 320, 0, 0, 400, 240, 0, 0, 0, 1, 0]
+    pr = [400, 0, 320, -400 * 0.12, 0, 400, 240, 0, 0, 0, 1, 0]
+    li, ri = _info(d_raw, r_rot, pl), _info(d_raw, r_rot, pr)
+    assert raw_calibration(d_raw, r_rot) and not raw_calibration([0.0] * 5, np.eye(3).ravel())
+    geom, warns = check_camera_info(li, ri, 640, 480)
+    assert warns == [] and geom.baseline == pytest.approx(0.12)
+    level, text, kv = camera_info_report(li, ri, (640, 480))
+    assert (level, text) == (0, "ok") and kv["raw D/R left"] == "True" and kv["raw D/R right"] == "True"
+    # the real checks stay: intrinsics disagreement, baseline sign, resolution
+    pr_cy = list(pr)
+    pr_cy[6] = 250
+    assert check_camera_info(li, _info(d_raw, r_rot, pr_cy), 640, 480)[1] != []
+    assert camera_info_report(li, _info(d_raw, r_rot, pr_cy), (640, 480))[0] == 1
+    pr_neg = list(pr)
+    pr_neg[3] = +400 * 0.12
+    assert camera_info_report(li, _info(d_raw, r_rot, pr_neg), (640, 480))[0] == 2
+    assert camera_info_report(li, ri, (320, 240))[0] == 2

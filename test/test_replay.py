@@ -179,8 +179,11 @@ def test_recorder_stores_outputs_and_diagnostics_in_a_bag(ros, tmp_path):
         pubs["disparity"].publish(messages.make_disparity(hdr, disp, 300.0, 0.12, 0.0, 64.0, 1e-5))
         pubs["depth"].publish(messages.make_image(hdr, 36.0 / disp, "32FC1"))
         pubs["points2"].publish(messages.make_cloud(hdr, pts, None, True))
-        st = DiagnosticStatus(name="stereonet: pipeline", values=[KeyValue(key="dropped overrun", value="3")])
-        pubs["diag"].publish(DiagnosticArray(status=[st]))
+        # The recorder keeps its node's status (by full name), not that of a node elsewhere.
+        other = DiagnosticStatus(name="/elsewhere/stereonet: pipeline",
+                                 values=[KeyValue(key="dropped overrun", value="99")])
+        st = DiagnosticStatus(name=f"{ns}/stereonet: pipeline", values=[KeyValue(key="dropped overrun", value="3")])
+        pubs["diag"].publish(DiagnosticArray(status=[st, other]))
         assert wait_for(lambda: rec.count("points2") == 1 and rec.count("depth") == 1 and rec.count("disparity") == 1
                         and rec.latest_diagnostics(), 10)
     finally:

@@ -15,7 +15,7 @@ from typing import Dict, Tuple
 import pytest
 
 from helpers import Spinner, shifted_pair, wait_for
-from robust_helpers import (DiagReader, NodeProcess, good_images, good_infos, input_publishers,
+from robust_helpers import (PARAMS_FILE, DiagReader, NodeProcess, good_images, good_infos, input_publishers,
                             publish_images, publish_infos, wait_node_subscribed)
 
 W, H, FX, BASELINE = 96, 64, 200.0, 0.1
@@ -64,10 +64,17 @@ BAD_PARAMS: Dict[str, Tuple[Dict[str, object], str]] = {
     "depth_range_inverted": ({"min_depth": 5.0, "max_depth": 1.0}, "max_depth 1.0 must be greater than min_depth 5.0"),
     "fp16_on_cpu": ({"device": "cpu", "precision": "fp16"}, "precision 'fp16' needs a CUDA device"),
     "wrong_type": ({"queue_size": "many"}, "parameter 'queue_size' = 'many' must be an integer"),
+    # A misspelt name is not silently ignored (the node would run with the default).
+    "unknown_name": ({"refiner": 1}, "unknown parameter 'refiner': did you mean 'refiners'?"),
+    "unknown_qos_policy": ({"qos_overrides./startup_param_unknown_qos_policy/left/image_rect.subscription.relability":
+                            "reliable"}, "did you mean 'qos_overrides./startup_param_unknown_qos_policy/left/"
+                                         "image_rect.subscription.reliability'?"),
 }
 #: The cases also run as a real process (each costs a torch import, so not all of them).
 PROCESS_CASES = ("ckpt_missing", "ckpt_truncated", "ckpt_text_file", "ckpt_wrong_architecture",
-                 "ckpt_wrong_channels", "param_input_scale_above_1", "param_wrong_type")
+                 "ckpt_wrong_channels", "param_input_scale_above_1", "param_wrong_type", "param_unknown_name")
+#: A misspelt key in a params file (a copy of config/stereonet.yaml with one more line).
+TYPO_IN_FILE = ("    max_disparty: 64.0\n", "unknown parameter 'max_disparty': did you mean 'max_disparity'?")
 
 
 def _all_cases(tiny: Path, d: Path) -> Dict[str, Tuple[Dict[str, object], str]]:
@@ -101,6 +108,11 @@ def process_runs(tmp_path_factory, cases, ros_domain):
         procs[name] = NodeProcess(d / f"{name}.log", cases[name][0], env={"ROS_DOMAIN_ID": str(201 + i)}, **kw)
     procs["params_file_missing"] = NodeProcess(d / "pf.log", {}, params_file=str(d / "nope.yaml"),
                                                env={"ROS_DOMAIN_ID": str(201 + len(PROCESS_CASES))})
+    typo = d / "typo.yaml"
+    typo.write_text(Path(PARAMS_FILE).read_text() + TYPO_IN_FILE[0])
+    # Refused before the model would load: the file's checkpoint '' (bundled model) is never read.
+    procs["params_file_unknown_name"] = NodeProcess(d / "typo.log", {}, params_file=str(typo),
+                                                    env={"ROS_DOMAIN_ID": str(202 + len(PROCESS_CASES))})
     results = {}
     for name, p in procs.items():
         try:
@@ -131,10 +143,11 @@ def test_bad_configuration_is_a_startup_error_naming_it(ros, cases, case):
         assert params["checkpoint"] in str(info.value), "the message names the checkpoint file"
 
 
-@pytest.mark.parametrize("case", list(PROCESS_CASES) + ["params_file_missing"])
+@pytest.mark.parametrize("case", list(PROCESS_CASES) + ["params_file_missing", "params_file_unknown_name"])
 def test_bad_configuration_exits_2_without_traceback(process_runs, cases, case):
     code, out = process_runs[case]
-    text = cases[case][1] if case in cases else "Couldn't parse params file"
+    text = cases[case][1] if case in cases else \
+        TYPO_IN_FILE[1] if case == "params_file_unknown_name" else "Couldn't parse params file"
     assert code == 2, out
     assert "Traceback" not in out, out
     assert "cannot start" in out and text in out, out
