@@ -2,7 +2,10 @@
 
 No ROS runtime: frames are read with ``rosbags`` (``stereonet_ros.bag``) and go through the
 node's own per-frame code (``pipeline.process_pair``), so the numbers are the node's minus
-transport. Reports accuracy against ground truth (``stereonet_ros.metrics``), per-frame
+transport. Reports accuracy against ground truth (``stereonet_ros.metrics``; a 32FC1 Image
+or a stereo_msgs/DisparityImage topic), for the published output (pixels the node marks
+invalid count as errors) and the dense network output, labelled, with the convention
+(``METRICS_CONVENTION``) in the report; per-frame
 latency percentiles and throughput, failed frames by reason (keys of
 ``stats.DROP_REASONS``), PNG figures, and optionally an output bag with DisparityImage,
 depth and PointCloud2.
@@ -220,14 +223,26 @@ def gt_for(frame: bag.StereoFrame, out: FrameOutput) -> Optional[np.ndarray]:
     return None
 
 
-def frame_metrics(out: FrameOutput, gt: Optional[np.ndarray]) -> Optional[Dict[str, float]]:
-    """Metrics of the published disparity against gt; gt beyond the searched range is excluded."""
+#: What the accuracy numbers of a report mean (written into every report and summary).
+METRICS_CONVENTION = (
+    "disparity errors in px of the input resolution, DisparityImage convention d = x_l - x_r - (cx_l - cx_r), "
+    "over pixels with finite ground truth below the searched max_disparity; "
+    "'published': what the node publishes, pixels it marks invalid (disparity below min_disparity) count as "
+    "errors of |gt| and as bad (density = share of gt pixels with a valid output); "
+    "'dense': the network's disparity at every pixel, before any validity rule")
+
+
+def frame_metrics(out: FrameOutput, gt: Optional[np.ndarray]) -> Optional[Dict[str, Dict[str, float]]]:
+    """{'published': ..., 'dense': ...} metrics against gt (``METRICS_CONVENTION``); gt beyond
+    the searched range is excluded from both. None without gt."""
     if gt is None:
         return None
     if gt.shape != out.disparity.shape:
         raise FrameError("bad_size", f"ground truth {gt.shape[1]}x{gt.shape[0]} differs from the image "
                                      f"{out.disparity.shape[1]}x{out.disparity.shape[0]}")
-    return disparity_metrics(out.disparity, gt, max_disparity=out.max_disparity, pred_valid=out.valid)
+    published = disparity_metrics(out.disparity, gt, max_disparity=out.max_disparity, pred_valid=out.valid)
+    dense = out.dense_disparity if out.dense_disparity is not None else out.disparity
+    return {"published": published, "dense": disparity_metrics(dense, gt, max_disparity=out.max_disparity)}
 
 
 def write_outputs(writer: bag.BagWriter, frame: bag.StereoFrame, out: FrameOutput) -> None:
@@ -235,7 +250,7 @@ def write_outputs(writer: bag.BagWriter, frame: bag.StereoFrame, out: FrameOutpu
     s, fid, g = frame.stamp, frame.left.header.frame_id, out.geometry
     writer.write(OUTPUT_TOPICS["disparity"], bag.make_disparity(out.disparity, s, fid, g.fx, g.baseline,
                                                                 out.min_disparity, out.max_disparity,
-                                                                out.delta_d), s)
+                                                                out.delta_d, out.valid_window), s)
     writer.write(OUTPUT_TOPICS["depth"], bag.make_image(out.depth, "32FC1", s, fid), s)
     if out.points is not None:
         writer.write(OUTPUT_TOPICS["points"], bag.make_cloud(out.points, s, fid, out.rgb8), s)
@@ -282,7 +297,8 @@ def evaluate_frames(engine: Any, frames: Iterable[bag.StereoFrame], opts: EvalOp
                                    opts.output, opts.max_pixels)
                 ms = 1e3 * (time.perf_counter() - t0)
                 gt = gt_for(frame, out)
-                m = frame_metrics(out, gt)
+                both = frame_metrics(out, gt)
+                m = both["published"] if both else None
             except FrameError as exc:
                 failures[exc.reason] += 1
                 rec.update(status="failed", reason=exc.reason, message=str(exc))
@@ -294,8 +310,8 @@ def evaluate_frames(engine: Any, frames: Iterable[bag.StereoFrame], opts: EvalOp
             latencies.append(ms)
             for k, v in out.timings_ms.items():
                 stage_ms.setdefault(k, []).append(v)
-            rec.update(status="ok", latency_ms=ms, metrics=m, valid_fraction=float(out.valid.mean()),
-                       warnings=out.warnings or None)
+            rec.update(status="ok", latency_ms=ms, metrics=m, metrics_dense=both["dense"] if both else None,
+                       valid_fraction=float(out.valid.mean()), warnings=out.warnings or None)
             if opts.output_bag:
                 if writer is None:
                     writer = bag.BagWriter(opts.output_bag, opts.storage).__enter__()
@@ -338,6 +354,7 @@ def summarize(per_frame: List[Dict[str, Any]], latencies: List[float], stage_ms:
     """The JSON report: summary metrics, latency, throughput, failures, pairing, per-frame."""
     ok = [r for r in per_frame if r.get("status") == "ok"]
     metrics = mean_metrics([r["metrics"] for r in ok if r.get("metrics")])
+    dense = mean_metrics([r["metrics_dense"] for r in ok if r.get("metrics_dense")])
     info = getattr(getattr(engine, "ckpt", None), "info", {}) or {}
     return {
         "source": source,
@@ -347,7 +364,9 @@ def summarize(per_frame: List[Dict[str, Any]], latencies: List[float], stage_ms:
         "frames": {"total": len(per_frame), "processed": len(ok), "failed": sum(failures.values()),
                    "with_gt": sum(1 for r in ok if r.get("metrics"))},
         "failures_by_reason": dict(failures),
-        "metrics": metrics,
+        "metrics_convention": METRICS_CONVENTION,
+        "metrics": metrics,              # published output (per frame: 'metrics')
+        "metrics_dense": dense,          # dense network output (per frame: 'metrics_dense')
         "latency_ms": percentiles(latencies),
         "stage_latency_ms": {k: percentiles(v) for k, v in stage_ms.items()},
         "warmup_ms": warmup_ms,
@@ -366,7 +385,9 @@ def summary_text(report: Dict[str, Any]) -> str:
     fr, m, lat = report["frames"], report["metrics"], report["latency_ms"]
     lines = [f"frames: {fr['processed']}/{fr['total']} processed, {fr['failed']} failed "
              f"{report['failures_by_reason'] or ''}"]
-    lines.append(metrics_line(m))
+    lines.append("published output (invalid pixels count as errors): " + metrics_line(m))
+    lines.append("dense network output (every pixel):                " + metrics_line(report.get("metrics_dense") or {}))
+    lines.append("convention: " + report.get("metrics_convention", METRICS_CONVENTION))
     lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms; "
                  f"throughput {report['throughput_fps']:.2f} frames/s end to end, {report['compute_fps']:.2f} frames/s "
                  "pipeline only")
@@ -385,7 +406,8 @@ def add_topic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--right-topic", default=d.right)
     p.add_argument("--left-info-topic", default=d.left_info)
     p.add_argument("--right-info-topic", default=d.right_info)
-    p.add_argument("--gt-topic", default=d.gt_disparity, help="32FC1 ground-truth disparity ('' = none)")
+    p.add_argument("--gt-topic", default=d.gt_disparity,
+                   help="ground-truth disparity: 32FC1 Image or stereo_msgs/DisparityImage ('' = none)")
     p.add_argument("--gt-depth-topic", default=d.gt_depth, help="32FC1 ground-truth depth in m ('' = none)")
 
 

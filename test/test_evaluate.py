@@ -195,3 +195,61 @@ def test_render_cloud_draws_near_points_over_far_ones():
     rgb = np.array([[[255, 0, 0]], [[0, 255, 0]], [[0, 0, 255]], [[9, 9, 9]]], np.uint8)
     img = render_cloud(pts, rgb, (40, 30), yaw_deg=0, pitch_deg=0, splat=1)
     assert tuple(img[15, 20]) == (0, 0, 255)  # bgr: red wins
+
+
+def test_published_and_dense_accuracy_are_both_reported_and_labelled(engine, tmp_path, capsys):
+    """Pixels the node marks invalid (here: below a confidence threshold) count as errors of
+    |gt| in the published numbers; the dense numbers judge the network at every pixel."""
+    from stereonet_ros.evaluate import METRICS_CONVENTION, summary_text
+    left, right = pair(0)
+    li, ri = infos()
+    lm, rm = bag.make_image(left, "rgb8", 0, "l"), bag.make_image(right, "rgb8", 0, "r")
+    thr = float(np.median(process_pair(engine, lm, rm, li, ri, OutputOptions()).confidence))
+    opts = OutputOptions(confidence_threshold=thr)
+    ref = process_pair(engine, lm, rm, li, ri, opts)
+    assert 0 < ref.valid.sum() < ref.valid.size, "the threshold must invalidate some pixels, not all"
+    off = np.where(np.arange(H * W).reshape(H, W) % 3 == 0, 1.5, 0.25).astype(np.float32)
+    gt = (ref.dense_disparity + off).astype(np.float32)
+    gt[gt >= ref.max_disparity] = np.nan
+    known = np.isfinite(gt)
+    with bag.BagWriter(tmp_path / "b", "sqlite3") as w:
+        bag.write_stereo_frame(w, bag.StereoTopics(), T0, left, right, "rgb8", *infos(), gt_disparity=gt)
+    rep = evaluate_frames(engine, bag.read_stereo_frames(tmp_path / "b"),
+                          EvalOptions(out_dir=None, progress=False, output=opts))
+    pub, dense = rep["metrics"], rep["metrics_dense"]
+    ok = ref.valid[known]
+    err_pub = np.where(ok, off[known], np.abs(gt[known]))
+    assert pub["epe"] == pytest.approx(err_pub.mean(), rel=1e-5)
+    assert pub["density"] == pytest.approx(100 * ok.mean())
+    assert pub["bad1"] == pytest.approx(100 * np.mean(~ok | (off[known] > 1)))
+    assert dense["epe"] == pytest.approx(off[known].mean(), rel=1e-5) and dense["density"] == 100.0
+    assert dense["bad1"] == pytest.approx(100 * np.mean(off[known] > 1))
+    assert rep["per_frame"][0]["metrics_dense"]["epe"] == pytest.approx(dense["epe"])
+    assert rep["metrics_convention"] == METRICS_CONVENTION and "published" in METRICS_CONVENTION
+    text = summary_text(rep)
+    assert "published output (invalid pixels count as errors)" in text and "dense network output" in text
+    assert "convention:" in text
+
+
+def test_disparity_image_ground_truth_and_wrong_types(tiny_checkpoint, tmp_path, capsys):
+    """The CLI accepts a DisparityImage gt topic and refuses one of another type, naming it."""
+    topics = bag.StereoTopics()
+    left, right = pair(0)
+    gt = np.full((H, W), 4.0, np.float32)
+    with bag.BagWriter(tmp_path / "ok", "mcap") as w:
+        bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", *infos())
+        w.write(topics.gt_disparity, bag.make_disparity(gt, T0, "l", FX, B, 0.0, 64.0, 1 / 16,
+                                                        valid_window=(8, 0, W - 8, H)), T0)
+    code = main([str(tmp_path / "ok"), "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "r"),
+                 "--no-progress", "--device", "cpu", "--figures", "0"])
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["frames"]["with_gt"] == 1
+    assert rep["metrics"]["valid_pixels"] == (W - 8) * H  # the window's columns only
+    with bag.BagWriter(tmp_path / "bad", "sqlite3") as w:
+        bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", *infos())
+        w.write("/gt/points", bag.make_cloud(np.zeros((H, W, 3), np.float32), T0, "l"), T0)
+    code = main([str(tmp_path / "bad"), "--checkpoint", str(tiny_checkpoint), "--out", "", "--no-progress",
+                 "--gt-topic", "/gt/points"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'/gt/points' is sensor_msgs/msg/PointCloud2" in err, err
