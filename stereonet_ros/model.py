@@ -149,6 +149,34 @@ def difference_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: i
     return cost.masked_fill_(invalid, 0.0)
 
 
+def slice_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int,
+                      direction: int = -1) -> torch.Tensor:
+    """Same values as :func:`difference_cost_volume`, built from one slice, subtraction and
+    zero pad per candidate and a ``stack``.
+
+    Slower in eager torch (D separate passes), but every op has an ONNX equivalent, whereas
+    torch's ONNX exporter cannot convert ``Tensor.unfold`` when the padded width is only known
+    at run time (dynamic axes). Select it with ``StereoNet.cost_volume = "slices"``.
+    Returns ``(B, C, D, H, W)``. ``d >= W`` is a Python branch, so a traced graph keeps the
+    branches of its sample's width: ``onnx_export`` therefore traces dynamic-size graphs only
+    from samples at least D columns wide.
+    """
+    w = ref.shape[-1]
+    vols = [ref - other]
+    for d in range(1, candidates):
+        if d >= w:          # no column has a match d away: all zero, as in the unfold volume
+            vols.append(torch.zeros_like(ref))
+        elif direction < 0:  # ref[x] - other[x - d], zero where x - d < 0
+            vols.append(F.pad(ref[..., d:] - other[..., :-d], (d, 0)))
+        else:               # ref[x] - other[x + d], zero where x + d >= W
+            vols.append(F.pad(ref[..., :-d] - other[..., d:], (0, d)))
+    return torch.stack(vols, 2)
+
+
+#: ``StereoNet.cost_volume`` choices: the fast vectorised volume, and the exportable one.
+COST_VOLUMES = {"unfold": difference_cost_volume, "slices": slice_cost_volume}
+
+
 class CostFilter(nn.Module):
     """4 x (Conv3d-BN-LReLU) and a final Conv3d to one channel: (B,C,D,H,W) -> (B,D,H,W)."""
 
@@ -300,7 +328,13 @@ class StereoNet(nn.Module):
       of the last level when fewer than k refiners);
     - ``confidence``: (B,1,H,W) in [0, 1] (only when ``with_confidence``);
     - ``right_disparities``: same pyramid for the right view (only when ``with_right``).
+
+    ``cost_volume`` selects how the cost volume is built (a key of ``COST_VOLUMES``, same
+    values either way): ``"unfold"`` (default, fastest in torch) or ``"slices"`` (what the
+    ONNX export traces). A plain attribute, not a parameter: it is not in the state_dict.
     """
+
+    cost_volume: str = "unfold"
 
     def __init__(self, config: Optional[StereoNetConfig] = None, **kwargs: object) -> None:
         super().__init__()
@@ -355,7 +389,12 @@ class StereoNet(nn.Module):
         # One batched pass of the shared extractor over both views.
         feats = self.features(torch.cat([left, right], 0))
         fl, fr = feats.chunk(2, 0)
-        cost = self.cost_filter(difference_cost_volume(fl, fr, d, direction=-1))
+        try:
+            volume = COST_VOLUMES[self.cost_volume]
+        except KeyError:
+            raise ValueError(f"cost_volume must be one of {sorted(COST_VOLUMES)}, "
+                             f"got {self.cost_volume!r}") from None
+        cost = self.cost_filter(volume(fl, fr, d, direction=-1))
         coarse, prob = soft_argmin(cost, step)
         pyr = self._pyramid(coarse, left) if refine else [coarse]
         result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], (h, w))}
@@ -365,7 +404,7 @@ class StereoNet(nn.Module):
             conf = distribution_confidence(prob, coarse, step)
             result["confidence"] = self._full(conf, (h, w))
         if with_right:
-            cost_r = self.cost_filter(difference_cost_volume(fr, fl, d, direction=+1))
+            cost_r = self.cost_filter(volume(fr, fl, d, direction=+1))
             coarse_r, _ = soft_argmin(cost_r, step)
             result["right_disparities"] = self._pyramid(coarse_r, right) if refine else [coarse_r]
             if with_cost:
