@@ -40,16 +40,27 @@ LINKS = (("model.max_disparity", "data.max_disparity"), ("model.in_channels", "d
 
 # ----------------------------------------------------------------------------- export
 
+def __getattr__(name: str) -> Any:
+    """``onnx_cost_volume`` stays importable from here (tests, scripts): it is the model's
+    slice-based cost volume now. Resolved lazily so that importing the CLI does not load torch."""
+    if name == "onnx_cost_volume":
+        from stereonet_ros.model import slice_cost_volume
+        return slice_cost_volume
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def export(checkpoint: str, output: str, half: bool = False, onnx: Optional[str] = None,
            onnx_height: int = 480, onnx_width: int = 640, opset: int = 17,
            info: Optional[Dict[str, Any]] = None) -> Path:
     """Write a small weights file (``stereonet_ros.checkpoint.save_weights``) and optionally
     an ONNX graph of the same network.
 
-    The ONNX graph takes *normalised* ``left``/``right`` (B, C, H, W) (normalisation stored in
-    the weights file's metadata) and returns ``disparity`` (B, 1, H, W) in input pixels; H and
-    W are exported as dynamic but must stay multiples of 2^k.
+    The ONNX graph (``stereonet_ros.backends.onnx_export``, the exporter the engine's
+    onnxruntime backend uses) takes *normalised* ``left``/``right`` (B, C, H, W) (normalisation
+    stored in the weights file's metadata) and returns ``disparity`` (B, 1, H, W) in input
+    pixels; H and W are exported as dynamic but must stay multiples of 2^k.
     """
+    from stereonet_ros.backends.onnx_export import OnnxExportError, export_onnx
     from stereonet_ros.checkpoint import load_checkpoint, save_weights
 
     loaded = load_checkpoint(checkpoint)
@@ -58,75 +69,13 @@ def export(checkpoint: str, output: str, half: bool = False, onnx: Optional[str]
     meta_info.update(info or {})
     path = save_weights(output, loaded.model, loaded.normalization, meta_info, half=half)
     if onnx:
-        export_onnx(loaded.model, onnx, onnx_height, onnx_width, opset)
-    return path
-
-
-def onnx_cost_volume(ref: Any, other: Any, candidates: int, direction: int = -1) -> Any:
-    """Same values as ``stereonet_ros.model.difference_cost_volume`` built from slices and
-    pads (one per candidate) instead of ``Tensor.unfold``, which torch's ONNX exporter cannot
-    convert when the padded size is only known at run time. Used only while exporting."""
-    import torch
-    import torch.nn.functional as F
-
-    vols = [ref - other]
-    for d in range(1, candidates):
-        if direction < 0:   # ref[x] - other[x - d], zero where x - d < 0
-            vols.append(F.pad(ref[..., d:] - other[..., :-d], (d, 0)))
-        else:               # ref[x] - other[x + d], zero where x + d >= W
-            vols.append(F.pad(ref[..., :-d] - other[..., d:], (0, d)))
-    return torch.stack(vols, 2)
-
-
-def export_onnx(model: Any, path: str, height: int = 480, width: int = 640, opset: int = 17) -> Path:
-    """ONNX export of ``StereoNet`` (final disparity only). Needs the ``onnx`` package (torch's
-    TorchScript-based exporter serialises through it)."""
-    import torch
-
-    import stereonet_ros.model as model_mod
-
-    try:
-        import onnx  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(
-            "ONNX export needs the 'onnx' Python package, which is not installed in this "
-            "environment (pip install onnx; it is not in requirements.txt). The .pt weights "
-            "file was written; rerun export with --onnx once onnx is available.") from exc
-
-    class _Disparity(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-            return self.net(left, right)["disparity"]
-
-    div = 2 ** model.config.k
-    if height % div or width % div:
-        raise ValueError(f"ONNX sample size {height}x{width} must be a multiple of {div}")
-    c = model.config.in_channels
-    wrapper = _Disparity(model.float().eval())
-    sample = (torch.rand(1, c, height, width), torch.rand(1, c, height, width))
-    path_p = Path(path)
-    path_p.parent.mkdir(parents=True, exist_ok=True)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    kwargs: Dict[str, Any] = dict(input_names=["left", "right"], output_names=["disparity"],
-                                  dynamic_axes={"left": axes, "right": axes, "disparity": axes},
-                                  opset_version=opset)
-    original = model_mod.difference_cost_volume
-    with torch.no_grad():
-        reference = wrapper(*sample)
-        model_mod.difference_cost_volume = onnx_cost_volume
         try:
-            if not torch.allclose(wrapper(*sample), reference, atol=1e-4, rtol=1e-4):
-                raise RuntimeError("export cost volume differs from the model's; not exporting")
-            try:
-                torch.onnx.export(wrapper, sample, str(path_p), dynamo=False, **kwargs)
-            except TypeError:  # older torch without the dynamo switch
-                torch.onnx.export(wrapper, sample, str(path_p), **kwargs)
-        finally:
-            model_mod.difference_cost_volume = original
-    return path_p
+            export_onnx(loaded.model, onnx, onnx_height, onnx_width, outputs=("disparity",),
+                        opset=opset, dynamic=True)
+        except OnnxExportError as exc:
+            raise OnnxExportError(f"{exc}. The weights file {path} was written; rerun export "
+                                  "with --onnx once that is fixed.") from exc
+    return path
 
 
 def _export_main(argv: Sequence[str]) -> int:

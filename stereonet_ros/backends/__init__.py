@@ -1,0 +1,12 @@
+"""Inference backends of the engine besides plain torch, one concern per module.
+
+- ``onnx_export``: StereoNet -> ONNX graph (used by the engine and ``stereonet-train export``);
+- ``graph_cache``: exported graphs on disk, keyed by weights, input size and outputs;
+- ``ort_providers``: importing onnxruntime, choosing execution providers and precision;
+- ``ort_runner``: the engine's onnxruntime path (a session per network input size);
+- ``compare``: a timing and agreement hook, torch vs onnxruntime, for one size.
+"""
+from __future__ import annotations
+
+#: Values of the engine's ``backend`` setting.
+BACKENDS = ("torch", "onnxruntime")
