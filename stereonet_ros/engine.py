@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -116,7 +116,13 @@ class StereoEngine:
     ``channels_last`` (NHWC 2D convolutions; None = auto: on the CPU, where it measured faster),
     ``compile_backend`` ('' = off; e.g. 'inductor': torch.compile in a background thread per
     input shape, swapped in when ready - the first frames run eagerly, never stalled) and
-    ``compile_mode`` (passed to torch.compile, e.g. 'max-autotune'; unmeasured here).
+    ``compile_mode`` (passed to torch.compile, e.g. 'max-autotune'; unmeasured here),
+    ``backend`` ('torch', or 'onnxruntime': the same checkpoint exported to ONNX, cached per
+    network input size in the user cache dir, see ``backends.graph_cache``; same outputs,
+    confidence and right view included), ``onnx_providers`` (onnxruntime execution providers,
+    e.g. 'tensorrt,cuda' or 'cpu'; '' = from the device; see ``backends.ort_providers``) and
+    ``input_size`` ((height, width) native pixels: prepare that size's graph now instead of on
+    the first frame; onnxruntime only).
     """
 
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
@@ -124,11 +130,21 @@ class StereoEngine:
                  strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None,
                  refiners: int = -1,
                  fold_bn: bool = True, channels_last: Optional[bool] = None,
-                 compile_backend: str = "", compile_mode: Optional[str] = None) -> None:
+                 compile_backend: str = "", compile_mode: Optional[str] = None,
+                 backend: str = "torch", onnx_providers: Union[str, Sequence[str]] = "",
+                 input_size: Optional[Tuple[int, int]] = None) -> None:
+        from .backends import BACKENDS
         if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
             raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
+        self.backend = (backend or "torch").strip().lower()
+        if self.backend not in BACKENDS:
+            raise EngineConfigError(f"backend '{backend}' is not one of {' | '.join(BACKENDS)}")
+        if self.backend != "torch" and (compile_backend or "").strip():
+            raise EngineConfigError("compile_backend applies to backend 'torch' only; "
+                                    f"set it to '' with backend '{self.backend}'")
         self.device = resolve_device(device, strict_device)
-        self.dtype = resolve_precision(precision, self.device)
+        # onnxruntime resolves its precision against its providers, below
+        self.dtype = resolve_precision(precision, self.device) if self.backend == "torch" else torch.float32
         # OpenMP's thread count is per calling thread: set here, and again by infer() in
         # whichever thread runs frames (the node builds a new engine in its executor thread).
         self.num_threads = int(num_threads) if num_threads and self.device.type == "cpu" else 0
@@ -152,10 +168,21 @@ class StereoEngine:
             except ValueError as exc:
                 raise EngineConfigError(f"{exc} (checkpoint '{self.ckpt.path}')") from exc
         self.config = model.config
+        self._ort = None
+        if self.backend == "onnxruntime":
+            from .backends.ort_runner import OnnxRuntimeRunner
+            # Built from the model before folding and layout changes: the export traces a
+            # plain copy (the oneDNN Conv3d swap below has no ONNX form).
+            self._ort = OnnxRuntimeRunner(model, self.candidates, self.device, onnx_providers,
+                                          precision, self.num_threads)
+            self.dtype = torch.float16 if self._ort.precision == "fp16" else torch.float32
         self.model: StereoNet = (fold_batchnorm(model) if fold_bn else model).to(self.device)
         # NHWC 2D convolutions: measured faster on the CPU (docs/PERFORMANCE.md); not yet
-        # measured on CUDA, so 'auto' keeps NCHW there until a GPU run says otherwise.
-        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        # measured on CUDA, so 'auto' keeps NCHW there until a GPU run says otherwise. The
+        # onnxruntime graph takes NCHW, so there 'auto' is NCHW (no layout copy per frame).
+        if channels_last is None:
+            channels_last = self.device.type == "cpu" and self._ort is None
+        self.channels_last = bool(channels_last)
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.channels_last:
             to_channels_last(self.model)
@@ -182,6 +209,11 @@ class StereoEngine:
         self._compiling: Optional[Tuple] = None
         self._compile_lock = threading.Lock()
         self.compiled_calls = 0                      # frames served by a compiled function
+        if input_size is not None:
+            if self._ort is None:
+                raise EngineConfigError("input_size prepares an onnxruntime graph; it needs "
+                                        "backend 'onnxruntime'")
+            self._ort.prepare(*self.padded_network_size(*input_size))
 
     # ----- derived facts the node publishes ---------------------------------------------
     @property
@@ -199,10 +231,23 @@ class StereoEngine:
             return height, width
         return max(1, round(height * self.input_scale)), max(1, round(width * self.input_scale))
 
+    def padded_network_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(height, width) in pixels of the network input for a native image of that size:
+        after ``input_scale``, padded up to multiples of 2^k (what an ONNX graph is made for)."""
+        h, w = self.network_size(height, width)
+        step = 2 ** self.config.k
+        return h + (-h) % step, w + (-w) % step
+
+    @property
+    def onnx_providers(self) -> List[str]:
+        """Active onnxruntime execution providers, in priority order ([] for backend torch)."""
+        return self._ort.provider_names if self._ort is not None else []
+
     def describe(self) -> str:
         c = self.config
+        via = f" via onnxruntime ({', '.join(self.onnx_providers)})" if self._ort is not None else ""
         return (f"StereoNet k={c.k} features={c.features} refiners={c.num_refiners} "
-                f"in_channels={c.in_channels} on {self.device} {self.precision_name}, "
+                f"in_channels={c.in_channels} on {self.device} {self.precision_name}{via}, "
                 f"input_scale={self.input_scale:g}, searching 0..{self.max_disparity:g} px "
                 f"({self.candidates} candidates) from '{self.ckpt.path}'")
 
@@ -308,6 +353,8 @@ class StereoEngine:
 
     def _run_model(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
                    with_confidence: bool) -> Dict[str, object]:
+        if self._ort is not None:
+            return self._ort.run(left, right, with_right, with_confidence)
         fn = self.model
         if self.compile_backend:
             key = (tuple(left.shape), left.is_contiguous(memory_format=torch.channels_last),
