@@ -7,6 +7,7 @@ and the older one is dropped (counted as 'overrun'): latency stays bounded, memo
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -63,6 +64,14 @@ _DIGITS = re.compile(r"\d+")
 ENGINE_PARAMS = tuple(n for n, s in SPECS.items() if s.engine)
 SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "sync_backend")
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _qos(profile: QoSProfile) -> QoSProfile:
+    """A copy of a shared profile for one subscription/publisher: rclpy applies the
+    qos_overrides parameters to the profile object it is given, in place, so passing the
+    module-level profile let one topic's override leak into every topic (and node) created
+    after it in the process."""
+    return copy.copy(profile)
 #: The four inputs, relative names (remappable), in the order the no-input warning lists them.
 INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 
@@ -180,13 +189,13 @@ class StereoNetNode(Node):
         qos_opts = QoSOverridingOptions.with_default_policies
         self._info_subs = [
             self.create_subscription(CameraInfo, f"{side}/camera_info",
-                                     lambda m, s=side: self._on_info(s, m), qos_profile_sensor_data,
+                                     lambda m, s=side: self._on_info(s, m), _qos(qos_profile_sensor_data),
                                      event_callbacks=sub_events, qos_overriding_options=qos_opts())
             for side in ("left", "right")]
         self._image_subs: List[Any] = []
         self._setup_sync()
 
-        pub = lambda t, n: self.create_publisher(t, n, OUTPUT_QOS, qos_overriding_options=qos_opts())  # noqa: E731
+        pub = lambda t, n: self.create_publisher(t, n, _qos(OUTPUT_QOS), qos_overriding_options=qos_opts())  # noqa: E731
         self.pub_disp = pub(DisparityImage, "disparity")
         self.pub_depth = pub(Image, "depth")
         # The camera model of the depth and confidence images (same pixels as the left
@@ -274,7 +283,7 @@ class StereoNetNode(Node):
         use_mf = message_filters is not None and backend in ("auto", "message_filters")
         qos_opts = QoSOverridingOptions.with_default_policies
         if use_mf:  # pragma: no cover - message_filters is not installable in CI
-            subs = [message_filters.Subscriber(self, Image, f"{s}/image_rect", qos_profile=qos_profile_sensor_data)
+            subs = [message_filters.Subscriber(self, Image, f"{s}/image_rect", qos_profile=_qos(qos_profile_sensor_data))
                     for s in ("left", "right")]
             if v["sync_mode"] == "exact":
                 sync = message_filters.TimeSynchronizer(subs, v["queue_size"])
@@ -301,7 +310,7 @@ class StereoNetNode(Node):
                 if pair is not None:
                     self._on_pair(*pair)
             self._image_subs.append(self.create_subscription(
-                Image, f"{side}/image_rect", cb, qos_profile_sensor_data, event_callbacks=events,
+                Image, f"{side}/image_rect", cb, _qos(qos_profile_sensor_data), event_callbacks=events,
                 qos_overriding_options=qos_opts()))
 
     def _check_side_stamp(self, side: str, msg: Image) -> None:

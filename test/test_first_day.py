@@ -105,16 +105,28 @@ def test_unknown_name_on_the_command_line_is_refused_in_process(ros, tiny_checkp
     assert "unknown parameter 'lr_chek': did you mean 'lr_check'?" in text
 
 
-def test_known_qos_override_and_use_sim_time_are_accepted(ros, tiny_checkpoint):
-    """rclpy's own names are no 'unknown parameter': QoS overrides of a real topic, use_sim_time."""
+def test_known_qos_override_and_use_sim_time_are_accepted_and_stay_on_their_topic(ros, tiny_checkpoint):
+    """rclpy's own names are no 'unknown parameter': QoS overrides of a real topic, use_sim_time.
+
+    An override changes its own topic only: rclpy writes it into the profile object it is
+    given, which used to be the shared sensor-data profile of every input of every node."""
     ns = "/fd_qos_ok"
-    qos = f"qos_overrides.{ns}/left/image_rect.subscription.reliability"
+    qos = f"qos_overrides.{ns}/left/camera_info.subscription.reliability"
     node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, **{qos: "reliable", "use_sim_time": False})
     try:
         assert node.get_parameter(qos).value == "reliable"
-        assert node._image_subs[0].qos_profile.reliability.name == "RELIABLE"
+        left_info, right_info = node._info_subs
+        assert left_info.qos_profile.reliability.name == "RELIABLE"
+        others = [right_info, *node._image_subs]
+        assert [s.qos_profile.reliability.name for s in others] == ["BEST_EFFORT"] * 3
     finally:
         _stop(node, test, spin)
+    later = _start(ros, tiny_checkpoint, "/fd_qos_later")   # a node created after it in this process
+    try:
+        subs = [*later[0]._info_subs, *later[0]._image_subs]
+        assert [s.qos_profile.reliability.name for s in subs] == ["BEST_EFFORT"] * 4
+    finally:
+        _stop(later[0], later[1], later[4])
 
 
 # ----- item 2: start-up line, no-input warning ------------------------------------------------
