@@ -7,8 +7,7 @@ import yaml
 from torch.utils.data import default_collate
 
 from stereonet_ros.checkpoint import load_checkpoint
-from stereonet_ros.model import difference_cost_volume
-from training.cli import main, onnx_cost_volume
+from training.cli import main
 from training.datamodule import StereoDataModule
 from training.datasets import SyntheticStereo
 from training.module import StereoNetModule, pyramid_loss
@@ -53,13 +52,6 @@ def test_pyramid_loss_masks_invalid_gt():
     gt0 = torch.zeros(1, 1, 8, 8)
     assert pyramid_loss([pred], gt0, 16, zero_is_invalid=True).item() == 0.0
     assert pyramid_loss([pred], gt0, 16).item() > 0.0
-
-
-def test_onnx_cost_volume_matches_model():
-    a, b = torch.randn(2, 4, 5, 19), torch.randn(2, 4, 5, 19)
-    for direction in (-1, 1):
-        torch.testing.assert_close(onnx_cost_volume(a, b, 7, direction),
-                                   difference_cost_volume(a, b, 7, direction))
 
 
 def _config(tmp_path):

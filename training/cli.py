@@ -40,15 +40,6 @@ LINKS = (("model.max_disparity", "data.max_disparity"), ("model.in_channels", "d
 
 # ----------------------------------------------------------------------------- export
 
-def __getattr__(name: str) -> Any:
-    """``onnx_cost_volume`` stays importable from here (tests, scripts): it is the model's
-    slice-based cost volume now. Resolved lazily so that importing the CLI does not load torch."""
-    if name == "onnx_cost_volume":
-        from stereonet_ros.model import slice_cost_volume
-        return slice_cost_volume
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def export(checkpoint: str, output: str, half: bool = False, onnx: Optional[str] = None,
            onnx_height: int = 480, onnx_width: int = 640, opset: int = 17,
            info: Optional[Dict[str, Any]] = None) -> Path:
