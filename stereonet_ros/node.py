@@ -184,6 +184,7 @@ class StereoNetNode(Node):
         self._last_pair_time = time.monotonic()   # start counts as the last pair (no-input warning)
         self._last_cloud_stamp: Optional[int] = None   # header stamp of the last points2 (cloud_rate)
         self._topics = {t: self.resolve_topic_name(t) for t in INPUT_TOPICS}
+        self._idle_without_subscribers = False   # logged once when it starts and when it ends
 
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         qos_opts = QoSOverridingOptions.with_default_policies
@@ -399,14 +400,50 @@ class StereoNetNode(Node):
             out.append(msg)
         return out[0], out[1]
 
+    def wanted_outputs(self, v: Dict[str, Any]) -> Dict[str, bool]:
+        """Output -> whether it is enabled (publish_*) and has a subscriber now.
+
+        Outputs nobody listens to are neither computed nor published: the cloud and the
+        confidence cost real time on a CPU, and a robot often runs the node long before
+        RViz or a planner subscribes. An image and its camera_info count together.
+        """
+        subs = lambda *pubs: sum(p.get_subscription_count() for p in pubs) > 0  # noqa: E731
+        return {"disparity": v["publish_disparity"] and subs(self.pub_disp),
+                "depth": v["publish_depth"] and subs(self.pub_depth, self.pub_depth_info),
+                "points": v["publish_points"] and subs(self.pub_points),
+                "confidence": v["publish_confidence"] and subs(self.pub_conf, self.pub_conf_info),
+                "color": v["publish_color"] and subs(self.pub_color)}
+
+    def _note_subscribers(self, any_wanted: bool) -> None:
+        """Log the change between 'no output has a subscriber' and processing (info, once each)."""
+        if any_wanted == (not self._idle_without_subscribers):
+            return
+        self._idle_without_subscribers = not any_wanted
+        if any_wanted:
+            self.get_logger().info("an output has a subscriber: processing pairs")
+        else:
+            self.get_logger().info("no output has a subscriber: pairs are received but not processed until one "
+                                   "subscribes (counted as 'event no_subscriber' on /diagnostics)")
+
     def process(self, left: Image, right: Image, t_paired: Optional[float] = None) -> Optional[FrameOutput]:
-        """Process one pair and publish its outputs; a bad pair is counted and reported."""
+        """Process one pair and publish its outputs; a bad pair is counted and reported.
+
+        Returns None for a dropped pair and for one left unprocessed because no output has
+        a subscriber (counted as the event 'no_subscriber')."""
         t_recv = time.perf_counter()
         with self._lock:
             engine, opts, v = self.engine, self.options, self.values
-        cloud_due = self._cloud_due(stamp_ns(left), v)
-        if opts.want_points and not cloud_due:
-            opts = dataclasses.replace(opts, want_points=False)  # not computed when not published
+        wanted = self.wanted_outputs(v)
+        self._note_subscribers(any(wanted.values()))
+        if not any(wanted.values()):
+            self.stats.event("no_subscriber", f"pair {stamp_ns(left)} not processed: no output has a subscriber")
+            return None
+        # Only what is published is computed: the cloud (also under cloud_rate) and the
+        # confidence (still computed when confidence_threshold needs it).
+        want_points = opts.want_points and wanted["points"] and self._cloud_due(stamp_ns(left), v)
+        want_conf = opts.want_confidence and wanted["confidence"]
+        if (want_points, want_conf) != (opts.want_points, opts.want_confidence):
+            opts = dataclasses.replace(opts, want_points=want_points, want_confidence=want_conf)
         try:
             self._image_size = (int(left.width), int(left.height))
             linfo, rinfo = self._camera_infos()
@@ -444,7 +481,7 @@ class StereoNetNode(Node):
         t_pub = time.perf_counter()
         if out.points is not None:
             self._last_cloud_stamp = stamp_ns(left)
-        self.publish(left.header, out, v, linfo)
+        self.publish(left.header, out, v, linfo, wanted)
         t_done = time.perf_counter()
         stamp_age = (self.get_clock().now().nanoseconds - stamp_ns(left)) / 1e6
         stages = dict(out.timings_ms)
@@ -470,10 +507,14 @@ class StereoNetNode(Node):
             return True
         return stamp - last >= 0.9e9 / rate
 
-    def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any], info: Optional[CameraInfo] = None) -> None:
+    def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any], info: Optional[CameraInfo] = None,
+                wanted: Optional[Dict[str, bool]] = None) -> None:
         """Publish one frame's outputs under ``header`` (the left image's); ``info`` is the
-        left camera_info the frame was computed with (for depth/ and confidence/camera_info)."""
+        left camera_info the frame was computed with (for depth/ and confidence/camera_info);
+        ``wanted`` (``wanted_outputs``) leaves out what nobody subscribes to (None: all enabled)."""
         g = out.geometry
+        if wanted is not None:
+            v = {**v, **{f"publish_{k}": on for k, on in wanted.items()}}
         if v["publish_disparity"]:
             self.pub_disp.publish(messages.make_disparity(header, out.disparity, g.fx, g.baseline,
                                                           out.min_disparity, out.max_disparity, out.delta_d,

@@ -222,7 +222,7 @@ def help_text(prog: str = "stereonet_node") -> str:
         "disparity, depth, point cloud and confidence out. Inputs (relative, remappable):",
         "left/image_rect, right/image_rect, left/camera_info, right/camera_info.",
         "Outputs: disparity, depth, depth/camera_info, points2, confidence, confidence/camera_info,",
-        "disparity/color, /diagnostics.",
+        "disparity/color, /diagnostics. An output is computed only while it has a subscriber.",
         "",
         "An unknown parameter name or an invalid value ends the start with exit code 2.",
         "",

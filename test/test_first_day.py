@@ -275,3 +275,48 @@ def test_cloud_rate_limits_points2_by_image_stamp(ros, tiny_checkpoint):
         assert node.stats.total_drops == 0
     finally:
         _stop(node, test, spin)
+
+
+# ----- item 8: outputs computed and published only when subscribed ------------------------------
+def test_outputs_are_computed_only_for_subscribers(ros, tiny_checkpoint):
+    from sensor_msgs.msg import Image, PointCloud2
+    from stereo_msgs.msg import DisparityImage
+    from stereonet_ros.node import StereoNetNode
+    ns = "/fd_lazy"
+    node = StereoNetNode(namespace=ns, parameter_overrides=[
+        Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("diagnostics_period", value=0.2)])
+    test = ros.create_node("fd_lazy_tester", namespace=ns)
+    diag = DiagReader(test)   # /diagnostics is no output: it does not make the network run
+    log = RosoutReader(test, logger_suffix="fd_lazy.stereonet")
+    spin = Spinner(node, test)
+    try:
+        pubs = input_publishers(test, ns)
+        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        stamp = 3 * 10**9
+        _send_pair(pubs, stamp)
+        assert diag.wait_value("event no_subscriber", lambda v: int(v) >= 1), diag.values()
+        assert diag.values()["processed"] == "0" and diag.values()["dropped total"] == "0"
+        assert log.wait("no output has a subscriber", 5)
+        # the real pair, processed by hand: with only 'disparity' subscribed there is no
+        # cloud and no confidence computed
+        left, right = shifted_pair(H, W, 6, seed=3)
+        lmsg = image_msg(to_encoding(left, "rgb8"), "rgb8", stamp)
+        rmsg = image_msg(to_encoding(right, "rgb8"), "rgb8", stamp, "right_optical")
+        got: Dict[str, List[Any]] = {"disparity": [], "points2": [], "confidence": []}
+        test.create_subscription(DisparityImage, f"{ns}/disparity", got["disparity"].append, 10)
+        assert wait_for(lambda: node.pub_disp.get_subscription_count() == 1, 10)
+        out = node.process(lmsg, rmsg)
+        assert out is not None and out.points is None and out.confidence is None
+        assert log.wait("an output has a subscriber: processing pairs", 5)
+        test.create_subscription(PointCloud2, f"{ns}/points2", got["points2"].append, 10)
+        test.create_subscription(Image, f"{ns}/confidence", got["confidence"].append, 10)
+        assert wait_for(lambda: node.pub_points.get_subscription_count() == 1
+                        and node.pub_conf.get_subscription_count() == 1, 10)
+        out = node.process(lmsg, rmsg)
+        assert out is not None and out.points is not None and out.confidence is not None
+        assert wait_for(lambda: len(got["points2"]) == 1 and len(got["confidence"]) == 1, 10)
+        assert len(got["disparity"]) == 2
+    finally:
+        spin.close()
+        node.destroy_node()
+        test.destroy_node()
