@@ -4,7 +4,8 @@
 
 Subscribes to <camera>/left/image_rect, <camera>/right/image_rect and their camera_info
 (remap with left_image:=..., etc. for drivers that use other names) and publishes
-<camera>/disparity, depth, points2, confidence, disparity/color and /diagnostics.
+<camera>/disparity, depth (+ depth/camera_info), points2, confidence (+ confidence/camera_info),
+disparity/color and /diagnostics (statuses named '<camera>/stereonet: pipeline' etc.).
 
 Parameters come from ``params_file`` (default: this package's config/stereonet.yaml). The
 launch arguments in ``OVERRIDES`` replace the file's value only when given: left at their
