@@ -386,7 +386,7 @@ def summary_text(report: Dict[str, Any]) -> str:
     lines = [f"frames: {fr['processed']}/{fr['total']} processed, {fr['failed']} failed "
              f"{report['failures_by_reason'] or ''}"]
     lines.append("published output (invalid pixels count as errors): " + metrics_line(m))
-    lines.append("dense network output (every pixel):                " + metrics_line(report.get("metrics_dense") or {}))
+    lines.append("dense network output (every pixel): " + metrics_line(report.get("metrics_dense") or {}))
     lines.append("convention: " + report.get("metrics_convention", METRICS_CONVENTION))
     lines.append(f"latency per frame: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms; "
                  f"throughput {report['throughput_fps']:.2f} frames/s end to end, {report['compute_fps']:.2f} frames/s "

@@ -196,7 +196,8 @@ class StereoNetNode(Node):
         self._image_subs: List[Any] = []
         self._setup_sync()
 
-        pub = lambda t, n: self.create_publisher(t, n, _qos(OUTPUT_QOS), qos_overriding_options=qos_opts())  # noqa: E731
+        def pub(msg_type: Any, topic: str) -> Any:
+            return self.create_publisher(msg_type, topic, _qos(OUTPUT_QOS), qos_overriding_options=qos_opts())
         self.pub_disp = pub(DisparityImage, "disparity")
         self.pub_depth = pub(Image, "depth")
         # The camera model of the depth and confidence images (same pixels as the left
@@ -284,7 +285,8 @@ class StereoNetNode(Node):
         use_mf = message_filters is not None and backend in ("auto", "message_filters")
         qos_opts = QoSOverridingOptions.with_default_policies
         if use_mf:  # pragma: no cover - message_filters is not installable in CI
-            subs = [message_filters.Subscriber(self, Image, f"{s}/image_rect", qos_profile=_qos(qos_profile_sensor_data))
+            subs = [message_filters.Subscriber(self, Image, f"{s}/image_rect",
+                                               qos_profile=_qos(qos_profile_sensor_data))
                     for s in ("left", "right")]
             if v["sync_mode"] == "exact":
                 sync = message_filters.TimeSynchronizer(subs, v["queue_size"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Optional
 
