@@ -402,9 +402,7 @@ class StereoEngine:
         conf = native(out["confidence"], False).clip(0, 1) if with_confidence else None  # type: ignore[arg-type]
         right_disp = None
         if with_right:
-            rd = out["right_disparities"][-1]  # type: ignore[index]
-            rd = F.interpolate(rd, size=left.shape[-2:], mode="bilinear", align_corners=False) \
-                if rd.shape[-2:] != left.shape[-2:] else rd
+            rd = out["right_disparity"]  # full network resolution, like "disparity"
             right_disp = native(rd, True)
         t3 = time.perf_counter()
         return EngineResult(disp, conf, right_disp, {

@@ -17,7 +17,7 @@ allocation) and the soft-argmin grid is ``arange(D) * 2**k`` rather than
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,11 @@ class StereoNetConfig:
     max_disparity: int = 192      # searched range in full-resolution pixels, exclusive
     features: int = 32            # feature channels of the extractor and refiners
     refinement_levels: Optional[int] = None  # refiners, one per x2 step; None = k (to full res)
+    # Where the cost volume's pixels sit: the strided 5x5 convolutions centre coarse pixel j on
+    # input pixel 2^k j, not on 2^k j + (2^k - 1) / 2 as a plain bilinear upsampling assumes
+    # (3.5 px off at k = 3). True resamples the coarse level on its real grid; False keeps the
+    # plain upsampling of checkpoints trained with it.
+    aligned_coarse: bool = False
 
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):
@@ -70,6 +75,34 @@ class StereoNetConfig:
         if unknown:
             raise ValueError(f"unknown StereoNet hyper-parameters: {sorted(unknown)}")
         return cls(**d)  # type: ignore[arg-type]
+
+
+def resample(x: torch.Tensor, size: Tuple[int, int], *, src_stride: float, src_offset: float,
+             dst_stride: float = 1.0) -> torch.Tensor:
+    """Bilinear resampling of a (B, C, h, w) map whose pixel j is centred on input-resolution
+    coordinate ``src_stride * j + src_offset`` onto the grid of ``size`` whose pixel i covers
+    input pixels ``[dst_stride * i, dst_stride * (i + 1))`` (centre ``dst_stride * i +
+    (dst_stride - 1) / 2``, the convention of ``F.interpolate(align_corners=False)`` and of
+    image pyramids built with it). Values are unchanged (disparities stay in input pixels);
+    outside the source grid the border value is held. With ``src_offset = (src_stride - 1) / 2``
+    this is exactly ``F.interpolate(..., align_corners=False)``, which is then used."""
+    h, w = size
+    ratio = src_stride / dst_stride
+    if abs(src_offset - (src_stride - 1) / 2) < 1e-9 and (h, w) == (x.shape[-2] * ratio, x.shape[-1] * ratio):
+        if ratio == 1:
+            return x
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    hs, ws = x.shape[-2:]
+
+    def axis(n_dst: int, n_src: int) -> torch.Tensor:
+        centres = dst_stride * torch.arange(n_dst, device=x.device, dtype=torch.float32) + (dst_stride - 1) / 2
+        j = (centres - src_offset) / src_stride
+        return 2.0 * j / max(n_src - 1, 1) - 1.0 if n_src > 1 else torch.zeros_like(j)
+
+    gy, gx = axis(h, hs), axis(w, ws)
+    grid = torch.stack([gx.view(1, w).expand(h, w), gy.view(h, 1).expand(h, w)], -1)
+    grid = grid.to(x.dtype).unsqueeze(0).expand(x.shape[0], h, w, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def _conv_bn_lrelu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -327,7 +360,8 @@ class StereoNet(nn.Module):
     - ``disparity``: (B,1,H,W) final left disparity at full resolution (bilinear upsample
       of the last level when fewer than k refiners);
     - ``confidence``: (B,1,H,W) in [0, 1] (only when ``with_confidence``);
-    - ``right_disparities``: same pyramid for the right view (only when ``with_right``).
+    - ``right_disparities``: same pyramid for the right view, and ``right_disparity`` its
+      last level at full resolution (only when ``with_right``).
 
     ``cost_volume`` selects how the cost volume is built (a key of ``COST_VOLUMES``, same
     values either way): ``"unfold"`` (default, fastest in torch) or ``"slices"`` (what the
@@ -349,6 +383,21 @@ class StereoNet(nn.Module):
         """Input height and width must be multiples of this."""
         return 2 ** self.config.k
 
+    def level_grid(self, level: int) -> Tuple[int, float]:
+        """(stride, offset) of pyramid level ``level`` (0 = the cost volume's soft-argmin, i =
+        after refiner i): its pixel j is centred on input coordinate ``stride * j + offset``."""
+        stride = 2 ** (self.config.k - level)
+        if level == 0 and self.config.aligned_coarse:
+            return stride, 0.0
+        return stride, (stride - 1) / 2
+
+    def upsample_level(self, x: torch.Tensor, level: int, size: Tuple[int, int],
+                       dst_stride: float = 1.0) -> torch.Tensor:
+        """A map of pyramid level ``level`` (disparities, costs, confidence) resampled to
+        ``size`` on the grid of stride ``dst_stride`` (1 = input resolution), on its true grid."""
+        stride, offset = self.level_grid(level)
+        return resample(x, size, src_stride=stride, src_offset=offset, dst_stride=dst_stride)
+
     def _pyramid(self, coarse: torch.Tensor, image: torch.Tensor) -> List[torch.Tensor]:
         out = [coarse]
         disp = coarse
@@ -356,17 +405,17 @@ class StereoNet(nn.Module):
         for i, refiner in enumerate(self.refiners):
             scale = 2 ** (k - i - 1)
             h, w = image.shape[-2] // scale, image.shape[-1] // scale
-            disp = F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False)
+            disp = self.upsample_level(disp, i, (h, w), dst_stride=scale)
             img = image if scale == 1 else F.interpolate(image, size=(h, w), mode="bilinear",
                                                          align_corners=False)
             disp = refiner(disp, img)
             out.append(disp)
         return out
 
-    def _full(self, disp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _full(self, disp: torch.Tensor, level: int, size: Tuple[int, int]) -> torch.Tensor:
         if tuple(disp.shape[-2:]) == tuple(size):
             return disp
-        return F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
+        return self.upsample_level(disp, level, size)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool = False,
                 with_confidence: bool = False, candidates: Optional[int] = None,
@@ -397,16 +446,18 @@ class StereoNet(nn.Module):
         cost = self.cost_filter(volume(fl, fr, d, direction=-1))
         coarse, prob = soft_argmin(cost, step)
         pyr = self._pyramid(coarse, left) if refine else [coarse]
-        result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], (h, w))}
+        result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], len(pyr) - 1, (h, w))}
         if with_cost:
             result["cost"] = cost
         if with_confidence:
             conf = distribution_confidence(prob, coarse, step)
-            result["confidence"] = self._full(conf, (h, w))
+            result["confidence"] = self._full(conf, 0, (h, w))
         if with_right:
             cost_r = self.cost_filter(volume(fr, fl, d, direction=+1))
             coarse_r, _ = soft_argmin(cost_r, step)
-            result["right_disparities"] = self._pyramid(coarse_r, right) if refine else [coarse_r]
+            pyr_r = self._pyramid(coarse_r, right) if refine else [coarse_r]
+            result["right_disparities"] = pyr_r
+            result["right_disparity"] = self._full(pyr_r[-1], len(pyr_r) - 1, (h, w))
             if with_cost:
                 result["right_cost"] = cost_r
         return result

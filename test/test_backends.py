@@ -136,6 +136,17 @@ def test_onnxruntime_engine_matches_torch_on_tiny_checkpoint(tiny_checkpoint, si
     assert "via onnxruntime (CPUExecutionProvider)" in o.describe()
 
 
+def test_onnxruntime_engine_matches_torch_with_the_aligned_coarse_grid(tmp_path):
+    """aligned_coarse resamples the coarse level with grid_sample; the graph must too."""
+    from stereonet_ros.checkpoint import Normalization
+    torch.manual_seed(2)
+    m = StereoNet(StereoNetConfig(k=3, max_disparity=64, features=8, refinement_levels=0, aligned_coarse=True))
+    ckpt = save_weights(tmp_path / "aligned.pt", m, Normalization(), {"weights": "random (test)"})
+    left, right = shifted_pair(64, 128, disparity=12, seed=4)
+    t, o = _engines(ckpt)
+    _assert_same(t.infer(left, right, with_right=True), o.infer(left, right, with_right=True))
+
+
 def test_onnxruntime_engine_matches_torch_on_default_model():
     left, right = shifted_pair(128, 256, disparity=24, seed=5)
     t, o = _engines("")

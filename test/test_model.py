@@ -160,3 +160,33 @@ def test_engine_sets_its_cpu_threads_in_the_thread_that_runs_frames(tiny_checkpo
     t.join(60)
     torch.set_num_threads(before)
     assert seen["threads"] == 1
+
+
+def test_coarse_level_is_resampled_on_the_grid_the_strided_convolutions_produce():
+    """The k stride-2 5x5 convolutions (padding 2) centre coarse pixel j on input pixel 2^k j.
+    With centre-tap weights the extractor's strided part samples an x-ramp at exactly those
+    pixels; upsampling that map with the model's own level grid must give the ramp back
+    (aligned_coarse) - a plain bilinear upsampling is 3.5 px off at k = 3."""
+    import torch.nn.functional as F
+    from stereonet_ros.model import StereoNet, StereoNetConfig, resample
+    h, w = 32, 96
+    ramp = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 3, h, w).contiguous()
+    for aligned, offset in ((True, 0.0), (False, -3.5)):
+        m = StereoNet(StereoNetConfig(k=3, features=4, max_disparity=64, aligned_coarse=aligned)).eval()
+        strided = m.features.net[:3]
+        with torch.no_grad():
+            for conv in strided:
+                conv.weight.zero_()
+                conv.weight[:, 0, 2, 2] = 1.0
+                conv.bias.zero_()
+            coarse = strided(ramp)[:, :1]
+            assert torch.equal(coarse[0, 0, 0], torch.arange(0, w, 8, dtype=torch.float32))
+            full = m.upsample_level(coarse, 0, (h, w))
+        inner = slice(8, w - 16)   # away from the borders, where the edge value is held
+        torch.testing.assert_close(full[0, 0, :, inner], ramp[0, 0, :, inner] + offset, atol=1e-4, rtol=0)
+    # with the standard offset resample is exactly F.interpolate(align_corners=False)
+    x = torch.rand(2, 3, 5, 7)
+    torch.testing.assert_close(resample(x, (20, 28), src_stride=4, src_offset=1.5),
+                               F.interpolate(x, size=(20, 28), mode="bilinear", align_corners=False))
+    torch.testing.assert_close(resample(x, (10, 14), src_stride=4, src_offset=0.0, dst_stride=2).shape,
+                               torch.Size([2, 3, 10, 14]))

@@ -13,6 +13,7 @@ ROS node loads a Lightning checkpoint as is; hyper-parameters are plain numbers/
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -40,19 +41,23 @@ def valid_mask(gt: torch.Tensor, max_disparity: float, zero_is_invalid: bool = F
 
 def pyramid_loss(levels: Sequence[torch.Tensor], gt: torch.Tensor, max_disparity: float,
                  alpha: float = 1.0, c: float = 2.0, weights: Optional[Sequence[float]] = None,
-                 zero_is_invalid: bool = False) -> torch.Tensor:
+                 zero_is_invalid: bool = False, upsample: Optional[Any] = None) -> torch.Tensor:
     """Sum over pyramid levels of the mean robust loss at ground-truth resolution.
 
     ``levels``: (B,1,h_i,w_i) disparities in full-resolution pixels (no value rescaling when
-    upsampling). ``gt``: (B,1,H,W) pixels, invalid = non-finite. Returns a scalar; 0 (with a
-    graph) when no pixel is valid.
+    upsampling). ``gt``: (B,1,H,W) pixels, invalid = non-finite. ``upsample(d, level, size)``
+    brings level ``level`` to the ground truth's size (default: plain bilinear; the module
+    passes ``StereoNet.upsample_level``, which knows each level's grid). Returns a scalar; 0
+    (with a graph) when no pixel is valid.
     """
     mask = valid_mask(gt, max_disparity, zero_is_invalid)
     n = mask.sum()
     gt0 = torch.where(mask, gt, torch.zeros_like(gt))
     total = levels[0].new_zeros(())
     for i, d in enumerate(levels):
-        if d.shape[-2:] != gt.shape[-2:]:
+        if upsample is not None:
+            d = upsample(d, i, tuple(gt.shape[-2:]))
+        elif d.shape[-2:] != gt.shape[-2:]:
             d = F.interpolate(d, size=gt.shape[-2:], mode="bilinear", align_corners=False)
         rho = robust_loss(d - gt0, alpha, c)
         lvl = (rho * mask).sum() / n.clamp(min=1)
@@ -96,8 +101,8 @@ class StereoNetModule(pl.LightningModule):
     """Thin Lightning wrapper: ``self.model`` is a plain :class:`StereoNet`.
 
     Args (all plain values, stored as hyper-parameters):
-        in_channels, k, max_disparity, features, refinement_levels: ``StereoNetConfig``
-            (max_disparity in full-resolution pixels, exclusive).
+        in_channels, k, max_disparity, features, refinement_levels, aligned_coarse:
+            ``StereoNetConfig`` (max_disparity in full-resolution pixels, exclusive).
         mean, std: input normalisation per channel on [0, 1] pixels (None = 0.5 / 0.25).
         loss_alpha, loss_c: Barron loss shape and scale (pixels); paper: 1 and 2.
         right_weight: weight of the right-view pyramid loss (0 disables the right pass).
@@ -127,6 +132,7 @@ class StereoNetModule(pl.LightningModule):
 
     def __init__(self, in_channels: int = 3, k: int = 3, max_disparity: int = 192,
                  features: int = 16, refinement_levels: Optional[int] = None,
+                 aligned_coarse: bool = True,
                  mean: Optional[List[float]] = None, std: Optional[List[float]] = None,
                  loss_alpha: float = 1.0, loss_c: float = 2.0, right_weight: float = 1.0,
                  level_weights: Optional[List[float]] = None, zero_is_invalid: bool = False,
@@ -146,7 +152,8 @@ class StereoNetModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.config = StereoNetConfig(in_channels=in_channels, k=k, max_disparity=max_disparity,
-                                      features=features, refinement_levels=refinement_levels)
+                                      features=features, refinement_levels=refinement_levels,
+                                      aligned_coarse=aligned_coarse)
         self.model = StereoNet(self.config)
         default = Normalization()
         self.normalization = Normalization(
@@ -165,7 +172,9 @@ class StereoNetModule(pl.LightningModule):
 
     def _load_init_weights(self, path: str) -> None:
         loaded = load_checkpoint(path)  # CheckpointError names the file and the problem
-        if loaded.config != self.config:
+        # aligned_coarse changes no weight (only how the coarse level is resampled), so a
+        # stage may switch it on over weights trained without it.
+        if replace(loaded.config, aligned_coarse=self.config.aligned_coarse) != self.config:
             raise ValueError(f"init_weights '{path}' has architecture {loaded.config.to_dict()}, "
                              f"but the model is configured as {self.config.to_dict()}")
         if loaded.normalization.to_dict() != self.normalization.to_dict():
@@ -186,7 +195,8 @@ class StereoNetModule(pl.LightningModule):
     def _ce(self, cost: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
         mask = valid_mask(gt, float(hp.max_disparity), hp.zero_is_invalid)
-        return distribution_cross_entropy(cost, gt, mask, float(self.model.divisor), hp.ce_target,
+        full = self.model.upsample_level(cost, 0, tuple(gt.shape[-2:]))
+        return distribution_cross_entropy(full, gt, mask, float(self.model.divisor), hp.ce_target,
                                           hp.ce_laplace_scale)
 
     def self_supervised_loss(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -197,21 +207,21 @@ class StereoNetModule(pl.LightningModule):
         out = self(left, right, with_right=use_lr, refine=not hp.coarse_only)
         size = left.shape[-2:]
         photo = left.new_zeros(())
-        for d in out["disparities"]:
-            d = F.interpolate(d, size=size, mode="bilinear", align_corners=False) if d.shape[-2:] != size else d
-            photo = photo + photometric_loss(left, right, d)
+        for i, d in enumerate(out["disparities"]):
+            photo = photo + photometric_loss(left, right, self.model.upsample_level(d, i, tuple(size)))
         final = out["disparity"]
         smooth = smoothness_loss(final, left)
         losses = {"loss_photo": photo, "loss_smooth": smooth,
                   "loss": hp.photo_weight * photo + hp.smooth_weight * smooth, "disparity": final}
         if use_lr:
-            rd = out["right_disparities"][-1]
-            rd = F.interpolate(rd, size=size, mode="bilinear", align_corners=False) if rd.shape[-2:] != size else rd
+            levels = out["right_disparities"]
+            rd = self.model.upsample_level(levels[-1], len(levels) - 1, tuple(size))
             losses["loss_lr"] = left_right_consistency_loss(final, rd)
             losses["loss"] = losses["loss"] + hp.lr_weight * losses["loss_lr"]
         labels = batch.get("disp")
         if hp.label_weight > 0 and labels is not None and bool(torch.isfinite(labels).any()):
-            lab = pyramid_loss(out["disparities"], labels, float(hp.max_disparity), hp.loss_alpha, hp.loss_c)
+            lab = pyramid_loss(out["disparities"], labels, float(hp.max_disparity), hp.loss_alpha, hp.loss_c,
+                               upsample=self.model.upsample_level)
             losses["loss_labels"] = lab
             losses["loss"] = losses["loss"] + hp.label_weight * lab
         return losses
@@ -225,7 +235,8 @@ class StereoNetModule(pl.LightningModule):
         out = self(batch["left"], batch["right"], with_right=use_right,
                    refine=not hp.coarse_only, with_cost=use_ce)
         kw = dict(max_disparity=float(hp.max_disparity), alpha=hp.loss_alpha, c=hp.loss_c,
-                  weights=hp.level_weights, zero_is_invalid=hp.zero_is_invalid)
+                  weights=hp.level_weights, zero_is_invalid=hp.zero_is_invalid,
+                  upsample=self.model.upsample_level)
         loss_l = pyramid_loss(out["disparities"], batch["disp"], **kw)
         losses = {"loss_left": loss_l, "loss": loss_l}
         if use_ce:

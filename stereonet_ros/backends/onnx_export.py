@@ -4,7 +4,7 @@
 The graph takes *normalised*, padded ``left``/``right`` (B, C, H, W) float32 (H and W multiples
 of 2^k; the normalisation is the checkpoint's) and returns, by name, any of ``disparity``
 (B, 1, H, W) and ``confidence`` (B, 1, H, W) in [0, 1] at full resolution and
-``right_disparity`` (B, 1, h, w) at the last refined level; disparities are pixels of the
+``right_disparity`` (B, 1, H, W) at full resolution; disparities are pixels of the
 graph's input resolution (x_l - x_r).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ class _GraphOutputs(nn.Module):
         out = self.net(left, right, with_right="right_disparity" in self.outputs,
                        with_confidence="confidence" in self.outputs, candidates=self.candidates)
         pick = {"disparity": lambda: out["disparity"], "confidence": lambda: out["confidence"],
-                "right_disparity": lambda: out["right_disparities"][-1]}
+                "right_disparity": lambda: out["right_disparity"]}
         return tuple(pick[name]() for name in self.outputs)
 
 

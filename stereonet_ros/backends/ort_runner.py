@@ -131,7 +131,7 @@ class OnnxRuntimeRunner:
     def run(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
             with_confidence: bool) -> Dict[str, object]:
         """Same keys as ``StereoNet.forward`` for what the engine reads: ``disparity``,
-        ``confidence`` (when asked) and ``right_disparities`` (a one-element list)."""
+        ``confidence`` and ``right_disparity`` (when asked), all at full network resolution."""
         h, w = left.shape[-2:]
         sess = self.prepare(h, w, with_right)
 
@@ -147,5 +147,5 @@ class OnnxRuntimeRunner:
         if with_confidence:
             result["confidence"] = back(outs[1])
         if with_right:
-            result["right_disparities"] = [back(outs[2])]
+            result["right_disparity"] = back(outs[2])
         return result
