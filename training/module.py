@@ -66,14 +66,13 @@ def pyramid_loss(levels: Sequence[torch.Tensor], gt: torch.Tensor, max_disparity
 
 
 def colorize(disp: np.ndarray, vmax: float) -> np.ndarray:
-    """(H,W) pixels -> (3,H,W) uint8 (turbo colour map; non-finite = black)."""
-    import cv2
+    """(H,W) pixels -> (3,H,W) uint8 RGB for TensorBoard, with the node's colour map
+    (``stereonet_ros.messages.colorize_disparity``, 0..vmax; non-finite = black)."""
+    from stereonet_ros.messages import colorize_disparity
 
-    d = np.nan_to_num(np.asarray(disp, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    u8 = np.clip(d / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
-    rgb = cv2.applyColorMap(u8, cv2.COLORMAP_TURBO)[..., ::-1]
-    rgb = np.where(np.isfinite(np.asarray(disp))[..., None], rgb, 0)
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    d = np.asarray(disp, np.float32)
+    bgr = colorize_disparity(np.nan_to_num(d, nan=0.0), np.isfinite(d), 0.0, vmax)
+    return np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1))
 
 
 def lr_factor_fn(scheduler: str, *, warmup_steps: int, total_steps: int, min_ratio: float,
