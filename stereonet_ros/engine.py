@@ -21,11 +21,9 @@ import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .model import StereoNet, fold_batchnorm, keep_refiners, to_channels_last, use_onednn_conv3d
+from .params import DEVICES_HELP, PRECISIONS  # defined with the parameter table, torch-free
 
 log = logging.getLogger("stereonet_ros.engine")
-
-DEVICES_HELP = "auto | cpu | cuda | cuda:N"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 class EngineConfigError(ValueError):

@@ -96,7 +96,8 @@ def build_engine(values: Dict[str, Any]) -> StereoEngine:
                         precision=values["precision"], input_scale=values["input_scale"],
                         max_disparity=values["max_disparity"], refiners=values["refiners"],
                         num_threads=values["num_threads"] or default_threads(),
-                        strict_device=values["strict_device"])
+                        strict_device=values["strict_device"], backend=values["backend"],
+                        onnx_providers=values["onnx_providers"])
 
 
 def output_options(v: Dict[str, Any]) -> OutputOptions:

@@ -13,7 +13,12 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from .engine import DEVICES_HELP, PRECISIONS
+from .backends import BACKENDS
+
+# Defined here, not in engine.py, so that reading the parameter table (``--help``, validation
+# of a params file) does not import torch.
+DEVICES_HELP = "auto | cpu | cuda | cuda:N"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 class Check:
@@ -89,16 +94,28 @@ def _check_device(v: Any) -> Optional[str]:
 _device = Check(_check_device, DEVICES_HELP)
 
 
+def _check_providers(v: Any) -> Optional[str]:
+    from .backends.ort_providers import parse_providers
+    from .engine import EngineConfigError
+    try:
+        parse_providers(v)
+    except EngineConfigError as exc:
+        return str(exc)
+    return None
+
+
 SPECS: Dict[str, ParamSpec] = {
     "checkpoint": ParamSpec("", "StereoNet checkpoint ('' = bundled default); Lightning .ckpt or exported .pt",
                             Check(lambda v: None, "file path, or '' for the bundled default"), True),
     "device": ParamSpec("auto", f"inference device: {DEVICES_HELP}", _device, True),
     "strict_device": ParamSpec(False, "fail instead of falling back to the CPU when CUDA is unavailable", None, True),
-    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16", _choice(*PRECISIONS), True),
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16; backend onnxruntime: fp32 (auto), fp16 only with the TensorRT provider", _choice(*PRECISIONS), True),
     "num_threads": ParamSpec(0, "CPU inference threads (0 = all cores but one, left to the ROS executor)", _range(0, 256), True),
     "max_disparity": ParamSpec(0.0, "searched disparity range in native pixels (0 = checkpoint's)", _range(0, 4096), True),
     "input_scale": ParamSpec(1.0, "downscale factor before the network, (0, 1]; outputs return to native size", _range(0.0, 1.0, lo_open=True), True),
     "refiners": ParamSpec(-1, "refinement levels kept (-1 = all the checkpoint's); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),
+    "backend": ParamSpec("torch", "inference backend: torch | onnxruntime (the same checkpoint exported to ONNX, cached per input size in $STEREONET_CACHE_DIR, else ~/.cache/stereonet_ros; the first frame of a new size exports it, seconds)", _choice(*BACKENDS), True),
+    "onnx_providers": ParamSpec("", "onnxruntime execution providers in priority order, comma-separated ('' = from device: cuda -> cuda,cpu; cpu -> cpu); CUDA/TensorRT need onnxruntime-gpu", Check(_check_providers, "'' or comma-separated cpu | cuda | tensorrt | openvino | <Name>ExecutionProvider"), True),
     "sync_mode": ParamSpec("exact", "exact | approximate stamp matching of left/right images", _choice("exact", "approximate")),
     "sync_slop": ParamSpec(0.01, "approximate-sync tolerance in seconds", _range(0.0, 10.0)),
     "queue_size": ParamSpec(10, "images kept per side while waiting for a partner", _range(1, 1000)),
