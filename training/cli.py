@@ -18,23 +18,17 @@ the trainer section only (``accelerator: gpu``, ``devices: 4``, ``num_nodes: 2``
 ``data.max_disparity``, ``data.in_channels`` and ``data.divisor`` are linked from the model
 (``max_disparity``, ``in_channels``, ``2**k``) and must not be set in ``data``.
 
-When ``jsonargparse`` (Lightning's CLI dependency) is installed, fit/validate/test run through
-``lightning.pytorch.cli.LightningCLI``; otherwise a small built-in parser reads the same YAML
-files and overrides (so training works in a minimal environment).
+fit/validate/test run through ``lightning.pytorch.cli.LightningCLI`` (it needs
+``jsonargparse[signatures]``, in requirements.txt); ``export`` is this module's own.
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
-import yaml
-
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LINKS = (("model.max_disparity", "data.max_disparity"), ("model.in_channels", "data.in_channels"))
 
 
@@ -91,16 +85,6 @@ def _export_main(argv: Sequence[str]) -> int:
 
 # ----------------------------------------------------------------------------- fit / validate / test
 
-def _have_jsonargparse() -> bool:
-    if os.environ.get("STEREONET_TRAIN_BUILTIN_CLI"):
-        return False
-    try:
-        import jsonargparse  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def _lightning_cli(argv: Sequence[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
@@ -117,132 +101,12 @@ def _lightning_cli(argv: Sequence[str]) -> None:
               save_config_kwargs={"overwrite": True})
 
 
-def _deep_merge(base: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in (new or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _set_dotted(cfg: Dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested config; integer parts index lists (``trainer.callbacks.0``)."""
-    parts = key.split(".")
-    node: Any = cfg
-    for p in parts[:-1]:
-        if isinstance(node, list) and p.isdigit() and int(p) < len(node):
-            node = node[int(p)]
-        elif isinstance(node, dict):
-            node = node.setdefault(p, {})
-        else:
-            raise SystemExit(f"cannot set --{key}: '{p}' is not a section")
-    last = parts[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise SystemExit(f"cannot set --{key}")
-
-
-def _parse_builtin(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
-    """Parse ``<subcommand> [--config F]... [--a.b=v | --a.b v]...`` into a merged config."""
-    args = list(argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0)
-    cmd = args.pop(0)
-    if cmd not in SUBCOMMANDS:
-        raise SystemExit(f"unknown subcommand {cmd!r}; expected one of {SUBCOMMANDS + ('export',)}")
-    cfg: Dict[str, Any] = {}
-    overrides: List[Tuple[str, Any]] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in ("-h", "--help"):
-            print(__doc__)
-            raise SystemExit(0)
-        if not a.startswith("--"):
-            raise SystemExit(f"unexpected argument {a!r}")
-        key, eq, val = a[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(args):
-                raise SystemExit(f"--{key} needs a value")
-            val = args[i + 1]
-            i += 1
-        i += 1
-        if key in ("config", "c"):
-            path = Path(val)
-            if not path.is_file():
-                raise SystemExit(f"config file '{val}' does not exist")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise SystemExit(f"config file '{val}' is not a mapping")
-            cfg = _deep_merge(cfg, loaded)
-        else:
-            overrides.append((key, yaml.safe_load(val) if val != "" else None))
-    for key, val in overrides:
-        _set_dotted(cfg, key, val)
-    return cmd, cfg
-
-
-def _instantiate(spec: Any) -> Any:
-    """``{class_path, init_args}`` -> object (recursively); other values pass through."""
-    if isinstance(spec, list):
-        return [_instantiate(s) for s in spec]
-    if isinstance(spec, dict) and "class_path" in spec:
-        mod_name, _, cls_name = spec["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-        init = {k: _instantiate(v) for k, v in (spec.get("init_args") or {}).items()}
-        return cls(**init)
-    return spec
-
-
-def _builtin_cli(argv: Sequence[str]) -> Any:
-    import lightning.pytorch as pl
-
-    from .datamodule import StereoDataModule
-    from .module import StereoNetModule
-
-    cmd, cfg = _parse_builtin(argv)
-    unknown = set(cfg) - {"seed_everything", "trainer", "model", "data", "ckpt_path"}
-    if unknown:
-        raise SystemExit(f"unknown config sections {sorted(unknown)}")
-    model_cfg = dict(cfg.get("model") or {})
-    data_cfg = dict(cfg.get("data") or {})
-    for key in ("max_disparity", "in_channels", "divisor"):
-        if key in data_cfg:
-            raise SystemExit(f"data.{key} is linked from the model; set model.* instead")
-    seed = cfg.get("seed_everything", True)
-    if seed is not None and seed is not False:
-        pl.seed_everything(None if seed is True else int(seed), workers=True)
-    model = StereoNetModule(**model_cfg)
-    data_cfg["max_disparity"] = model.config.max_disparity
-    data_cfg["in_channels"] = model.config.in_channels
-    data_cfg["divisor"] = 2 ** model.config.k
-    datamodule = StereoDataModule(**data_cfg)
-    trainer_cfg = {k: _instantiate(v) for k, v in (cfg.get("trainer") or {}).items()}
-    trainer = pl.Trainer(**trainer_cfg)
-    if trainer.is_global_zero and trainer.log_dir:
-        os.makedirs(trainer.log_dir, exist_ok=True)
-        with open(os.path.join(trainer.log_dir, "config.yaml"), "w") as f:
-            yaml.safe_dump(_deep_merge(cfg, {"data": data_cfg}), f, sort_keys=False)
-    ckpt = cfg.get("ckpt_path")
-    getattr(trainer, cmd)(model, datamodule=datamodule, ckpt_path=ckpt)
-    return trainer
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``stereonet-train`` (console script) and ``python -m training.cli``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "export":
         return _export_main(args[1:])
-    if _have_jsonargparse():
-        _lightning_cli(args)
-    else:
-        _builtin_cli(args)
+    _lightning_cli(args)
     return 0
 
 
