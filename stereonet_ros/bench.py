@@ -248,7 +248,7 @@ class Bench:
     @staticmethod
     def _prepared(engine: StereoEngine, frames: Tuple[np.ndarray, np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]:
         l, r = (f.astype(np.float32) / 255.0 for f in frames)
-        return engine._prepare(engine._to_tensor(l)), engine._prepare(engine._to_tensor(r))
+        return engine.prepare(engine.to_tensor(l)), engine.prepare(engine.to_tensor(r))
 
     def meta(self) -> Dict[str, Any]:
         c = self.ckpt
@@ -281,7 +281,7 @@ class Bench:
 
                 def fwd() -> None:
                     # The node's default flags: confidence on, no left-right check.
-                    out["o"] = eng._run_model(left, right, False, True)
+                    out["o"] = eng.forward(left, right, False, True)
 
                 ms = time_calls(fwd, self.cfg.iters, self.cfg.warmup, self.sync)
                 s = summarize(ms)
@@ -409,11 +409,11 @@ class Bench:
             nonlocal cached
             if cached is None or with_right:  # first call (or an unexpected flag): run it for real
                 t0 = time.perf_counter()
-                cached = StereoEngine._run_model(engine, left, right, with_right, with_conf)
+                cached = StereoEngine.forward(engine, left, right, with_right, with_conf)
                 real_ms.append(1e3 * (time.perf_counter() - t0))
             return cached
 
-        engine._run_model = replay  # instance attribute shadows the method
+        engine.forward = replay  # instance attribute shadows the method
         stages: List[Dict[str, float]] = []
         orig = node.stats.processed_frame
         node.stats.processed_frame = lambda st: (stages.append(dict(st)), orig(st))
@@ -670,17 +670,17 @@ def micro_compile(bench: Bench, frames: Tuple[np.ndarray, np.ndarray], iters: in
     left, right = bench._prepared(eng, frames)
     bench.log(f"[micro: torch.compile backend={be}, compiling in the background]")
     t0 = time.perf_counter()
-    eng._run_model(left, right, False, True)  # eager frame; starts the compile
+    eng.forward(left, right, False, True)  # eager frame; starts the compile
     first_ms = 1e3 * (time.perf_counter() - t0)
     ok = eng.wait_compiled(bench.cfg.compile_timeout)
     compile_s = time.perf_counter() - t0
     res: Dict[str, Any] = {"name": "compile", "backend": be, "first_frame_ms": first_ms,
                            "compile_s": compile_s, "state": eng.compile_state,
-                           "error": next(iter(eng._compile_failed.values()), "")}
+                           "error": next(iter(eng.compile_errors.values()), "")}
     if ok:
         with torch.inference_mode():
             ta, tb = _ab(lambda: eng.model(left, right, with_confidence=True, candidates=eng.candidates),
-                         lambda: eng._run_model(left, right, False, True), iters, bench.sync)
+                         lambda: eng.forward(left, right, False, True), iters, bench.sync)
         res.update(_pair("compile", "eager", f"compiled_{be}", ta, tb, size="x".join(map(str, frames[0].shape[1::-1]))))
         res.update(compile_s=compile_s, first_frame_ms=first_ms, backend=be)
         bench.log(f"  compiled after {compile_s:.0f} s (first frame eager: {first_ms:.0f} ms); eager "

@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .model import StereoNet, fold_batchnorm, keep_refiners, to_channels_last, use_onednn_conv3d
 from .params import DEVICES_HELP, PRECISIONS  # defined with the parameter table, torch-free
+
+if TYPE_CHECKING:
+    from .backends.ort_runner import OnnxRuntimeRunner
 
 log = logging.getLogger("stereonet_ros.engine")
 
@@ -250,7 +253,7 @@ class StereoEngine:
                 f"({self.candidates} candidates) from '{self.ckpt.path}'")
 
     # ----- processing --------------------------------------------------------------------
-    def _to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+    def to_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 or float numpy -> (1, 3, H, W) tensor on the device, same dtype
         (uint8 stays uint8: a quarter of the host-to-device bytes, converted on the device)."""
         if rgb.dtype == np.uint8:
@@ -270,7 +273,9 @@ class StereoEngine:
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
 
-    def _prepare(self, rgb: torch.Tensor) -> torch.Tensor:
+    def prepare(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Stage 1: a (1, 3, H, W) uint8/float image tensor on the device -> the normalised,
+        padded float32 network input in the model's layout (see the comments below)."""
         x = rgb
         scale = self._inv_std
         if x.dtype == torch.uint8:
@@ -349,8 +354,20 @@ class StereoEngine:
         finally:
             self._compiling = None
 
-    def _run_model(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
-                   with_confidence: bool) -> Dict[str, object]:
+    @property
+    def compile_errors(self) -> Dict[Tuple, str]:
+        """torch.compile failures by input key (shape, layout, flags) -> error text."""
+        return dict(self._compile_failed)
+
+    @property
+    def ort(self) -> Optional["OnnxRuntimeRunner"]:
+        """The onnxruntime runner (sessions, export counts, cache) or None on torch."""
+        return self._ort
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
+                with_confidence: bool) -> Dict[str, object]:
+        """Stage 2: prepared inputs (``prepare``) -> the model's output dict (``disparity``,
+        ``confidence``, ``right_disparity``) at network resolution, padded."""
         if self._ort is not None:
             return self._ort.run(left, right, with_right, with_confidence)
         fn = self.model
@@ -379,11 +396,11 @@ class StereoEngine:
             torch.set_num_threads(self.num_threads)
         sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
-        left = self._prepare(self._to_tensor(left_rgb))
-        right = self._prepare(self._to_tensor(right_rgb))
+        left = self.prepare(self.to_tensor(left_rgb))
+        right = self.prepare(self.to_tensor(right_rgb))
         sync()
         t1 = time.perf_counter()
-        out = self._run_model(left, right, with_right, with_confidence)
+        out = self.forward(left, right, with_right, with_confidence)
         sync()
         t2 = time.perf_counter()
         sh, sw = self.network_size(h, w)

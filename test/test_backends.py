@@ -132,7 +132,7 @@ def test_onnxruntime_engine_matches_torch_on_tiny_checkpoint(tiny_checkpoint, si
     _assert_same(t.infer(left, right, with_right=True), o.infer(left, right, with_right=True))
     # the left-only graph (what the node runs without lr_check) agrees too
     _assert_same(t.infer(left, right), o.infer(left, right), right=False)
-    assert o._ort.exports == 2  # one graph per outputs set at this size
+    assert o.ort.exports == 2  # one graph per outputs set at this size
     assert "via onnxruntime (CPUExecutionProvider)" in o.describe()
 
 
@@ -177,7 +177,7 @@ def test_cache_hit_miss_and_rebuild(tiny_checkpoint, tmp_path, private_cache, mo
     left, right = shifted_pair(64, 128, disparity=8)
     _, first = _engines(tiny_checkpoint)
     ref = first.infer(left, right)
-    assert first._ort.exports == 1
+    assert first.ort.exports == 1
     graphs = sorted(private_cache.glob("*.onnx"))
     assert len(graphs) == 1
     key = json.loads(graphs[0].with_suffix(".json").read_text())
@@ -190,13 +190,13 @@ def test_cache_hit_miss_and_rebuild(tiny_checkpoint, tmp_path, private_cache, mo
         m.setattr(ort_runner, "export_onnx", no_export)
         _, again = _engines(tiny_checkpoint)
         np.testing.assert_array_equal(again.infer(left, right).disparity, ref.disparity)
-        assert again._ort.exports == 0 and again._ort.cache.hits == 1
+        assert again.ort.exports == 0 and again.ort.cache.hits == 1
         # same weights re-saved with other metadata: the key is the weights, still a hit
         ck = load_checkpoint(tiny_checkpoint)
         resaved = save_weights(tmp_path / "resaved.pt", ck.model, ck.normalization, {"note": "other"})
         _, same = _engines(resaved)
         same.infer(left, right)
-        assert same._ort.exports == 0
+        assert same.ort.exports == 0
 
     # misses: a new size, fewer refiners, a shorter search range, changed weights
     _, eng = _engines(tiny_checkpoint)
@@ -209,10 +209,10 @@ def test_cache_hit_miss_and_rebuild(tiny_checkpoint, tmp_path, private_cache, mo
         ck.model.features.net[0].weight.mul_(1.5)
     changed_path = save_weights(tmp_path / "changed.pt", ck.model, ck.normalization)
     t_changed, changed = _engines(changed_path)
-    assert changed._ort.weights != first._ort.weights
+    assert changed.ort.weights != first.ort.weights
     np.testing.assert_allclose(changed.infer(left, right).disparity,
                                t_changed.infer(left, right).disparity, rtol=0, atol=DISP_ATOL)
-    assert [e._ort.exports for e in (eng, coarse, short, changed)] == [1, 1, 1, 1]
+    assert [e.ort.exports for e in (eng, coarse, short, changed)] == [1, 1, 1, 1]
     assert len(list(private_cache.glob("*.onnx"))) == 5
 
     # a damaged cached file is exported again, with a warning, not a failure
@@ -220,16 +220,16 @@ def test_cache_hit_miss_and_rebuild(tiny_checkpoint, tmp_path, private_cache, mo
     with caplog.at_level(logging.WARNING, logger="stereonet_ros.backends.ort_runner"):
         _, repaired = _engines(tiny_checkpoint)
         np.testing.assert_array_equal(repaired.infer(left, right).disparity, ref.disparity)
-    assert repaired._ort.exports == 1 and "does not load" in caplog.text
+    assert repaired.ort.exports == 1 and "does not load" in caplog.text
     assert not list(private_cache.glob(".*.tmp"))  # no temporary files left behind
 
 
 def test_input_size_exports_at_construction(tiny_checkpoint):
     eng = StereoEngine(str(tiny_checkpoint), device="cpu", num_threads=1, backend="onnxruntime",
                        input_size=(61, 125))
-    assert eng._ort.exports == 1  # 61x125 pads to 64x128
+    assert eng.ort.exports == 1  # 61x125 pads to 64x128
     eng.infer(*shifted_pair(61, 125, disparity=8))
-    assert eng._ort.exports == 1
+    assert eng.ort.exports == 1
     with pytest.raises(EngineConfigError, match="needs backend 'onnxruntime'"):
         StereoEngine(str(tiny_checkpoint), device="cpu", input_size=(64, 128))
 

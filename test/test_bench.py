@@ -101,7 +101,7 @@ def test_engine_compile_in_background_never_stalls_and_swaps_in(tiny_checkpoint)
     eng = StereoEngine(str(tiny_checkpoint), device="cpu", compile_backend="eager")
     first = eng.infer(left, right)
     assert eng.compiled_calls == 0  # served eagerly while the compile runs
-    assert eng.wait_compiled(120), eng._compile_failed
+    assert eng.wait_compiled(120), eng.compile_errors
     again = eng.infer(left, right)
     assert eng.compiled_calls == 1 and eng.compile_state == "ready"
     np.testing.assert_allclose(again.disparity, first.disparity, atol=1e-4)
