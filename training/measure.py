@@ -75,11 +75,18 @@ def sgbm_range(gt: np.ndarray, max_disparity: float) -> float:
 
 
 def score_pair(engine: StereoEngine, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
-               max_disparity: float) -> Tuple[Dict[str, Dict[str, float]], Dict[str, np.ndarray]]:
+               max_disparity: float, *, sgbm_mode: str = "gt"
+               ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, np.ndarray]]:
     """Metrics of the four :data:`METHODS` on one pair (gt NaN = unknown) and the maps.
-    Ground truth at or above ``max_disparity`` (the node's searched range) is not scored."""
+    Ground truth at or above ``max_disparity`` (the node's searched range) is not scored.
+    ``sgbm_mode``: SGBM's numDisparities from each pair's ground truth (``'gt'``,
+    :func:`sgbm_range`, its best case) or the node's range (``'model'``, what one configures
+    once for a camera)."""
+    if sgbm_mode not in ("gt", "model"):
+        raise ValueError(f"sgbm_mode must be 'gt' or 'model', got {sgbm_mode!r}")
     pred = predict(engine, left, right)
-    sg = sgbm_disparity(left, right, sgbm_range(gt, max_disparity))
+    nd = sgbm_range(gt, max_disparity) if sgbm_mode == "gt" else max_disparity
+    sg = sgbm_disparity(left, right, nd)
     maps = {"stereonet": pred, "sgbm": sg, "sgbm_filled": fill_holes_from_left(sg)}
     kw = dict(max_disparity=max_disparity)
     out = {
@@ -154,13 +161,13 @@ def figure(left: np.ndarray, gt: np.ndarray, maps: Dict[str, np.ndarray], max_di
 
 
 def real_validation(engine: StereoEngine, root: str, train_families: Sequence[str], val_every: int,
-                    figures: Optional[str] = None) -> Dict[str, Any]:
+                    figures: Optional[str] = None, sgbm_mode: str = "gt") -> Dict[str, Any]:
     """Per-pair, per-family and overall metrics of :data:`METHODS` on the validation pairs."""
     maxd = float(engine.max_disparity)
     per_pair: List[Dict[str, Any]] = []
     for fam, folder in validation_pairs(root, train_families, val_every):
         left, right, gt = read_pair(folder)
-        m, maps = score_pair(engine, left, right, gt, maxd)
+        m, maps = score_pair(engine, left, right, gt, maxd, sgbm_mode=sgbm_mode)
         per_pair.append({"family": fam, "pair": os.path.basename(folder), **m})
         if figures:
             os.makedirs(figures, exist_ok=True)
@@ -222,12 +229,13 @@ def plane_sweep(engine: StereoEngine, disparities: Sequence[float], size: Tuple[
     return rows
 
 
-def motorcycle(engine: StereoEngine) -> Dict[str, Dict[str, float]]:
+def motorcycle(engine: StereoEngine, sgbm_mode: str = "gt") -> Dict[str, Dict[str, float]]:
     """The scikit-image motorcycle pair (741x500, gt 7-60 px): the four METHODS."""
     import skimage.data
 
     l8, r8, gt = skimage.data.stereo_motorcycle()
-    m, _ = score_pair(engine, l8, r8, gt.astype(np.float32), float(engine.max_disparity))
+    m, _ = score_pair(engine, l8, r8, gt.astype(np.float32), float(engine.max_disparity),
+                      sgbm_mode=sgbm_mode)
     return m
 
 
@@ -335,6 +343,9 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--synthetic-size", default="256x512", help="HxW of synthetic val scenes")
     p.add_argument("--planes", default="4,6,12,20,28,36,44,52,60,75,90,105,120",
                    help="true disparities of the fronto-parallel plane sweep ('' = skip)")
+    p.add_argument("--sgbm-range", choices=("gt", "model"), default="gt",
+                   help="SGBM's numDisparities: each pair's ground-truth range (its best case, "
+                        "default) or the node's searched range")
     p.add_argument("--threads", type=int, default=0, help="CPU inference threads (0 = torch's)")
     p.add_argument("--precision", default="fp32", help="engine precision: fp32 | bf16 | auto (node parameter)")
     p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
@@ -346,11 +357,12 @@ def main(argv: Optional[list] = None) -> int:
         a.figures = os.path.join(os.path.dirname(os.path.abspath(a.json)), "figures")
     ck = load_checkpoint(a.checkpoint)
     engine = StereoEngine(loaded=ck, device="cpu", precision=a.precision, num_threads=a.threads)
-    res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(), "engine": engine.describe()}
+    res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(), "engine": engine.describe(),
+                           "sgbm_range": a.sgbm_range}
     print(f"engine: {engine.describe()}")
     if a.data:
         fams = [f for f in a.train_families.split(",") if f]
-        res["real_validation"] = real_validation(engine, a.data, fams, a.val_every, a.figures)
+        res["real_validation"] = real_validation(engine, a.data, fams, a.val_every, a.figures, a.sgbm_range)
         print(f"\nreal validation pairs ({a.data}; held out: every {a.val_every}th of {fams}, all of the rest)")
         print(_header())
         for fam, block in res["real_validation"]["families"].items():
@@ -368,7 +380,7 @@ def main(argv: Optional[list] = None) -> int:
         res["planes"] = plane_sweep(engine, [float(v) for v in a.planes.split(",")])
         print("\nfronto-parallel planes: true -> median read (error)")
         print("  " + ", ".join(f"{r['true']:g} -> {r['median']:.2f} ({r['error']:+.2f})" for r in res["planes"]))
-    res["motorcycle"] = motorcycle(engine)
+    res["motorcycle"] = motorcycle(engine, a.sgbm_range)
     print("\nmotorcycle (held out, never trained or selected on)")
     print(_header())
     for meth in METHODS:
