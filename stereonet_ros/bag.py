@@ -4,6 +4,10 @@
 - ROS 1 ``.bag`` files are read (``rosbags.highlevel.AnyReader``); their CameraInfo fields
   (``D K R P``) are exposed under the ROS 2 names (``d k r p``) so ``pipeline.process_pair``
   takes them unchanged.
+- Camera images may be sensor_msgs/Image or CompressedImage (JPEG or PNG, e.g. a recording
+  of ``image_rect/compressed``): the reader decodes a paired CompressedImage with the node's
+  codec (``imageconv.decode_compressed``) into a sensor_msgs/Image, so every consumer sees
+  Images. A requested image topic that is missing is looked for as ``<topic>/compressed``.
 
 Deserialized messages are rosbags dataclasses with the ROS 2 field names (``msg.p``,
 ``msg.header.stamp.sec/nanosec``, ``msg.data`` as a numpy uint8 array), which
@@ -30,6 +34,9 @@ log = logging.getLogger("stereonet_ros.bag")
 
 STORAGES = ("sqlite3", "mcap")
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+#: Types a camera image topic may have.
+CAMERA_IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 DISPARITY = "stereo_msgs/msg/DisparityImage"
 CLOUD = "sensor_msgs/msg/PointCloud2"
@@ -110,6 +117,17 @@ def make_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any
     data = a.view(np.uint8).reshape(-1)
     return _t(IMAGE)(header=make_header(stamp, frame_id), height=h, width=w, encoding=encoding,
                      is_bigendian=0, step=data.size // max(h, 1), data=data)
+
+
+def make_compressed_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str, codec: str = "png",
+                          quality: int = 95) -> Any:
+    """sensor_msgs/CompressedImage (rosbags) of ``arr`` in ``encoding``'s layout, encoded as
+    image_transport's compressed publisher does (``imageconv.compress_image``: PNG lossless,
+    JPEG lossy at ``quality``)."""
+    from .imageconv import compress_image
+    fmt, data = compress_image(arr, encoding, codec, quality)
+    return _t(COMPRESSED_IMAGE)(header=make_header(stamp, frame_id), format=fmt,
+                                data=np.frombuffer(data, dtype=np.uint8).copy())
 
 
 def make_camera_info(width: int, height: int, fx: float, baseline: float, cx: Optional[float] = None,
@@ -305,10 +323,13 @@ class StereoTopics:
 def write_stereo_frame(writer: BagWriter, topics: StereoTopics, stamp: int, left: np.ndarray,
                        right: np.ndarray, encoding: str, left_info: Any, right_info: Any,
                        gt_disparity: Optional[np.ndarray] = None, gt_depth: Optional[np.ndarray] = None,
-                       frame_id: str = "left_optical", right_frame_id: str = "right_optical") -> None:
+                       frame_id: str = "left_optical", right_frame_id: str = "right_optical",
+                       codec: Optional[str] = None) -> None:
     """Write one stereo frame, every message stamped ``stamp`` ns (= its log time).
 
     The camera_infos are restamped to ``stamp``. Ground truth goes to the gt topics when given.
+    ``codec`` 'png' or 'jpeg': the images are CompressedImage on ``<image topic>/compressed``
+    (image_transport's naming) instead of Image on the image topics.
     """
     left_info.header = make_header(stamp, frame_id)
     right_info.header = make_header(stamp, right_frame_id)
@@ -318,6 +339,11 @@ def write_stereo_frame(writer: BagWriter, topics: StereoTopics, stamp: int, left
         writer.write(topics.gt_disparity, make_image(gt_disparity.astype(np.float32), "32FC1", stamp, frame_id), stamp)
     if gt_depth is not None and topics.gt_depth:
         writer.write(topics.gt_depth, make_image(gt_depth.astype(np.float32), "32FC1", stamp, frame_id), stamp)
+    if codec:
+        writer.write(f"{topics.left}/compressed", make_compressed_image(left, encoding, stamp, frame_id, codec), stamp)
+        writer.write(f"{topics.right}/compressed",
+                     make_compressed_image(right, encoding, stamp, right_frame_id, codec), stamp)
+        return
     writer.write(topics.left, make_image(left, encoding, stamp, frame_id), stamp)
     writer.write(topics.right, make_image(right, encoding, stamp, right_frame_id), stamp)
 
@@ -352,6 +378,9 @@ class PairingReport:
     missing_camera_info: int = 0   # pairs with no camera_info on a side
     gt_frames: int = 0
     gt_problems: int = 0
+    image_topics: Tuple[str, str] = ("", "")   # (left, right) topics read, after the /compressed lookup
+    compressed_images: int = 0     # CompressedImage messages of paired frames decoded
+    undecodable_images: int = 0    # ... that did not decode (the frame keeps them; see its problems)
 
     def warnings(self) -> List[str]:
         out = []
@@ -361,6 +390,8 @@ class PairingReport:
                        "images without a partner of the same stamp were skipped")
         if self.missing_camera_info:
             out.append(f"{self.missing_camera_info} pair(s) without a camera_info on one side")
+        if self.undecodable_images:
+            out.append(f"{self.undecodable_images} compressed image(s) did not decode (their frames fail)")
         return out
 
     def to_dict(self) -> Dict[str, Any]:
@@ -402,10 +433,24 @@ def bag_topics(reader: Any) -> Dict[str, str]:
     return {c.topic: c.msgtype for c in reader.connections}
 
 
+def resolve_image_topics(have: Dict[str, str], topics: StereoTopics) -> StereoTopics:
+    """``topics`` with a missing left/right image topic replaced by ``<topic>/compressed`` when
+    the bag has that as a CompressedImage (a recording of image_transport's compressed topic)."""
+    import dataclasses
+    change = {}
+    for side in ("left", "right"):
+        t = getattr(topics, side)
+        if t not in have and have.get(f"{t}/compressed") == COMPRESSED_IMAGE:
+            change[side] = f"{t}/compressed"
+    return dataclasses.replace(topics, **change) if change else topics
+
+
 def _check_topics(have: Dict[str, str], topics: StereoTopics) -> None:
-    wanted = {topics.left: IMAGE, topics.right: IMAGE, topics.left_info: CAMERA_INFO, topics.right_info: CAMERA_INFO}
+    wanted = {topics.left: CAMERA_IMAGE_TYPES, topics.right: CAMERA_IMAGE_TYPES,
+              topics.left_info: (CAMERA_INFO,), topics.right_info: (CAMERA_INFO,)}
     missing = [t for t in wanted if t not in have]
-    wrong = [f"{t} is {have[t]}, expected {ty}" for t, ty in wanted.items() if t in have and have[t] != ty]
+    wrong = [f"{t} is {have[t]}, expected {' or '.join(ty)}" for t, ty in wanted.items()
+             if t in have and have[t] not in ty]
     if missing or wrong:
         listing = "\n".join(f"  {t}  [{ty}]" for t, ty in sorted(have.items())) or "  (none)"
         problem = (f"requested topic(s) missing: {', '.join(missing)}" if missing else "") + \
@@ -451,6 +496,8 @@ def read_stereo_frames(path: str | Path, topics: Optional[StereoTopics] = None,
     try:
         have = bag_topics(reader)
         report.topics_in_bag = dict(have)
+        topics = resolve_image_topics(have, topics)
+        report.image_topics = (topics.left, topics.right)
         _check_topics(have, topics)
         check_gt_topic_types(have, topics.gt_disparity, topics.gt_depth)
         conns: Dict[str, List[Any]] = {}
@@ -512,8 +559,12 @@ def _pair_stream(reader: Any, conns: Dict[str, List[Any]], topics: StereoTopics,
 
 def _make_frame(index: int, s: int, pending: Dict[str, "OrderedDict[int, Any]"],
                 infos: Dict[str, List[Tuple[int, Any]]], report: PairingReport) -> StereoFrame:
-    left, right = pending["left"].pop(s), pending["right"].pop(s)
-    frame = StereoFrame(index, s, left, right, _info_at(infos["left"], s), _info_at(infos["right"], s))
+    problems: List[str] = []
+    # Decoded only once paired: the queues hold the small compressed messages.
+    left = _decompressed(pending["left"].pop(s), "left", report, problems)
+    right = _decompressed(pending["right"].pop(s), "right", report, problems)
+    frame = StereoFrame(index, s, left, right, _info_at(infos["left"], s), _info_at(infos["right"], s),
+                        problems=problems)
     report.pairs += 1
     if frame.left_info is None or frame.right_info is None:
         report.missing_camera_info += 1
@@ -534,6 +585,24 @@ def _make_frame(index: int, s: int, pending: Dict[str, "OrderedDict[int, Any]"],
     if frame.gt_disparity is not None or frame.gt_depth is not None:
         report.gt_frames += 1
     return frame
+
+
+def _decompressed(msg: Any, side: str, report: PairingReport, problems: List[str]) -> Any:
+    """A CompressedImage as a (rosbags) sensor_msgs/Image; an Image unchanged. One that does
+    not decode stays compressed and is noted in ``problems``: ``pipeline.process_pair`` then
+    rejects the frame with the node's reason, as the node would drop it."""
+    from .imageconv import ImageFormatError, decode_compressed, is_compressed
+    if not is_compressed(msg):
+        return msg
+    report.compressed_images += 1
+    try:
+        d = decode_compressed(msg)
+    except ImageFormatError as exc:
+        report.undecodable_images += 1
+        problems.append(f"{side} compressed image: {exc}")
+        return msg
+    return _t(IMAGE)(header=msg.header, height=d.height, width=d.width, encoding=d.encoding,
+                     is_bigendian=0, step=d.step, data=d.data)
 
 
 def read_messages(path: str | Path, topics: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, int, Any]]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import bag
 from .metrics import disparity_metrics, mean_metrics, metrics_line
-from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair
+from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair
 from .stats import percentiles
 
 OUTPUT_TOPICS = {"disparity": "/stereonet/disparity", "depth": "/stereonet/depth", "points": "/stereonet/points2"}
@@ -283,17 +283,20 @@ def evaluate_frames(engine: Any, frames: Iterable[bag.StereoFrame], opts: EvalOp
             try:
                 if frame.left_info is None or frame.right_info is None:
                     raise FrameError("camera_info_missing", "no camera_info for this pair in the bag")
-                shape = f"{frame.left.width}x{frame.left.height}"
-                if opts.warmup and shape not in warmup_ms and frame.left.encoding == frame.right.encoding:
+                # The bag reader decodes CompressedImage pairs; one it could not decode is still
+                # compressed here and fails with the node's reason (bad_data, bad_encoding).
+                left, right = uncompressed_pair(frame.left, frame.right, opts.max_pixels)
+                shape = f"{left.width}x{left.height}"
+                if opts.warmup and shape not in warmup_ms and left.encoding == right.encoding:
                     try:  # the first run of a size allocates and tunes: keep it out of the percentiles
                         t0 = time.perf_counter()
-                        process_pair(engine, frame.left, frame.right, frame.left_info, frame.right_info,
+                        process_pair(engine, left, right, frame.left_info, frame.right_info,
                                      opts.output, opts.max_pixels)
                         warmup_ms[shape] = 1e3 * (time.perf_counter() - t0)
                     except FrameError:
                         pass  # reported by the timed run below
                 t0 = time.perf_counter()
-                out = process_pair(engine, frame.left, frame.right, frame.left_info, frame.right_info,
+                out = process_pair(engine, left, right, frame.left_info, frame.right_info,
                                    opts.output, opts.max_pixels)
                 ms = 1e3 * (time.perf_counter() - t0)
                 gt = gt_for(frame, out)

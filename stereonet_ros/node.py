@@ -43,7 +43,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  #
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data  # noqa: E402
 from rclpy.qos_overriding_options import QoSOverridingOptions  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 from stereo_msgs.msg import DisparityImage  # noqa: E402
 
 from . import messages  # noqa: E402
@@ -51,7 +51,8 @@ from .checkpoint import CheckpointError  # noqa: E402
 from .engine import EngineConfigError, StereoEngine  # noqa: E402
 from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, unknown_parameter_errors,  # noqa: E402
                      validate, validate_all)
-from .pipeline import FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair  # noqa: E402
+from .pipeline import (FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair,  # noqa: E402
+                       uncompressed_pair)
 from .stats import DROP_REASONS, EVENTS, NodeStats, status_name  # noqa: E402
 from .sync import StereoPairer, stamp_ns  # noqa: E402
 
@@ -62,7 +63,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 _DIGITS = re.compile(r"\d+")
 ENGINE_PARAMS = tuple(n for n, s in SPECS.items() if s.engine)
-SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "sync_backend")
+SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "sync_backend", "image_transport")
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -184,7 +185,7 @@ class StereoNetNode(Node):
         self._last_drops: Dict[str, int] = {}
         self._last_pair_time = time.monotonic()   # start counts as the last pair (no-input warning)
         self._last_cloud_stamp: Optional[int] = None   # header stamp of the last points2 (cloud_rate)
-        self._topics = {t: self.resolve_topic_name(t) for t in INPUT_TOPICS}
+        self._topics = self._resolved_inputs()
         self._idle_without_subscribers = False   # logged once when it starts and when it ends
 
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
@@ -272,6 +273,25 @@ class StereoNetNode(Node):
         self.get_logger().warning(text)
 
     # ----- input ---------------------------------------------------------------------------
+    def _image_topic(self, side: str) -> str:
+        """The name this node subscribes to for one side's images under image_transport.
+
+        raw: the relative name (remappable as is). compressed: '<resolved image topic>/compressed',
+        the image topic resolved with the node's namespace and remappings first, as
+        image_transport does, so a launch file's left/image_rect:=... remap moves both.
+        """
+        base = f"{side}/image_rect"
+        if self.values["image_transport"] == "compressed":
+            return self.resolve_topic_name(base) + "/compressed"
+        return base
+
+    def _resolved_inputs(self) -> Dict[str, str]:
+        """Input key (INPUT_TOPICS) -> fully resolved topic name, for the log and warnings."""
+        out = {t: self.resolve_topic_name(t) for t in INPUT_TOPICS}
+        for side in ("left", "right"):
+            out[f"{side}/image_rect"] = self.resolve_topic_name(self._image_topic(side))
+        return out
+
     def _setup_sync(self) -> None:
         old = getattr(self, "pairer", None)
         if old is not None:
@@ -280,13 +300,15 @@ class StereoNetNode(Node):
             self.destroy_subscription(getattr(sub, "sub", sub))
         self._image_subs = []
         v = self.values
+        self._topics = self._resolved_inputs()
+        msg_type = CompressedImage if v["image_transport"] == "compressed" else Image
         backend = v["sync_backend"]
         if backend == "message_filters" and message_filters is None:
             self.get_logger().warning("sync_backend 'message_filters' is not importable; using the built-in pairer")
         use_mf = message_filters is not None and backend in ("auto", "message_filters")
         qos_opts = QoSOverridingOptions.with_default_policies
         if use_mf:  # pragma: no cover - message_filters is not installable in CI
-            subs = [message_filters.Subscriber(self, Image, f"{s}/image_rect",
+            subs = [message_filters.Subscriber(self, msg_type, self._image_topic(s),
                                                qos_profile=_qos(qos_profile_sensor_data))
                     for s in ("left", "right")]
             if v["sync_mode"] == "exact":
@@ -307,14 +329,14 @@ class StereoNetNode(Node):
                 incompatible_qos=self._on_incompatible_qos,
                 message_lost=lambda info, topic=f"{side}/image_rect": self._on_message_lost(topic, info))
 
-            def cb(msg: Image, side: str = side, add: Any = add) -> None:
+            def cb(msg: Any, side: str = side, add: Any = add) -> None:
                 self.stats.received_msg(f"{side}/image_rect")
                 self._check_side_stamp(side, msg)
                 pair = add(msg)
                 if pair is not None:
                     self._on_pair(*pair)
             self._image_subs.append(self.create_subscription(
-                Image, f"{side}/image_rect", cb, _qos(qos_profile_sensor_data), event_callbacks=events,
+                msg_type, self._image_topic(side), cb, _qos(qos_profile_sensor_data), event_callbacks=events,
                 qos_overriding_options=qos_opts()))
 
     def _check_side_stamp(self, side: str, msg: Image) -> None:
@@ -448,6 +470,9 @@ class StereoNetNode(Node):
         if (want_points, want_conf) != (opts.want_points, opts.want_confidence):
             opts = dataclasses.replace(opts, want_points=want_points, want_confidence=want_conf)
         try:
+            # A CompressedImage pair is decoded here, in the inference thread: the executor
+            # thread stays free to receive, and an overrun drops a pair before its decode.
+            left, right = uncompressed_pair(left, right, v["max_image_pixels"])
             self._image_size = (int(left.width), int(left.height))
             linfo, rinfo = self._camera_infos()
             out = process_pair(engine, left, right, linfo, rinfo, opts, v["max_image_pixels"])

@@ -116,6 +116,10 @@ SPECS: Dict[str, ParamSpec] = {
     "refiners": ParamSpec(-1, "refinement levels kept (-1 = all the checkpoint's); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),
     "backend": ParamSpec("torch", "inference backend: torch | onnxruntime (the same checkpoint exported to ONNX, cached per input size in $STEREONET_CACHE_DIR, else ~/.cache/stereonet_ros; the first frame of a new size exports it, seconds)", _choice(*BACKENDS), True),
     "onnx_providers": ParamSpec("", "onnxruntime execution providers in priority order, comma-separated ('' = from device: cuda -> cuda,cpu; cpu -> cpu); CUDA/TensorRT need onnxruntime-gpu", Check(_check_providers, "'' or comma-separated cpu | cuda | tensorrt | openvino | <Name>ExecutionProvider"), True),
+    "image_transport": ParamSpec("raw", "transport of the input images: raw (sensor_msgs/Image on left/image_rect, "
+                                 "right/image_rect) | compressed (sensor_msgs/CompressedImage, JPEG or PNG, on "
+                                 "<image topic>/compressed, decoded with OpenCV; remap the image topics, the "
+                                 "/compressed suffix follows, as with image_transport)", _choice("raw", "compressed")),
     "sync_mode": ParamSpec("exact", "exact | approximate stamp matching of left/right images", _choice("exact", "approximate")),
     "sync_slop": ParamSpec(0.01, "approximate-sync tolerance in seconds", _range(0.0, 10.0)),
     "queue_size": ParamSpec(10, "images kept per side while waiting for a partner", _range(1, 1000)),

@@ -16,7 +16,7 @@ import numpy as np
 from .engine import StereoEngine, left_right_consistent
 from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
                        geometry_from_projections, raw_calibration, raw_to_published_disparity)
-from .imageconv import INPUT_ENCODINGS, ImageFormatError, image_to_numpy, to_rgb8, to_rgb_float
+from .imageconv import INPUT_ENCODINGS, ImageFormatError, as_image, image_to_numpy, to_rgb8, to_rgb_float
 
 
 #: DisparityImage.delta_d, px. The network's disparity is continuous: a soft-argmin (expected
@@ -85,6 +85,19 @@ class FrameOutput:
     #: (H, W) float32 published-convention d of the network at every pixel, before any
     #: validity rule (accuracy of the dense output; the published one is ``disparity``)
     dense_disparity: Optional[np.ndarray] = None
+
+
+def uncompressed_pair(left: Any, right: Any, max_pixels: Optional[int] = None) -> Tuple[Any, Any]:
+    """The pair as Image-shaped messages: a sensor_msgs/CompressedImage (JPEG or PNG) is
+    decoded (``imageconv.decode_compressed``), an Image passes through untouched. Raises
+    FrameError (bad_data, bad_encoding, bad_size) naming the side and what is wrong."""
+    out = []
+    for side, m in (("left", left), ("right", right)):
+        try:
+            out.append(as_image(m, max_pixels))
+        except ImageFormatError as exc:
+            raise FrameError(exc.reason, f"{side} compressed image: {exc}") from exc
+    return out[0], out[1]
 
 
 def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,8 +212,11 @@ def match_in_view(raw: np.ndarray) -> np.ndarray:
 
 def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,
                  opts: OutputOptions, max_pixels: Optional[int] = None) -> FrameOutput:
-    """Validate, run the network and build every output array for one stereo pair."""
+    """Validate, run the network and build every output array for one stereo pair.
+
+    ``left``/``right``: sensor_msgs/Image or CompressedImage (decoded here; 'decode' timing)."""
     t0 = time.perf_counter()
+    left, right = uncompressed_pair(left, right, max_pixels)
     limg, rimg = decode_pair(left, right, max_pixels)
     h, w = limg.shape[:2]
     geom, warns = check_camera_info(linfo, rinfo, w, h)

@@ -441,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="record-only: stop after S seconds (0 = no limit)")
     p.add_argument("--namespace", default="", help="the node's namespace (recorder)")
     p.add_argument("--node-name", default=NODE_NAME, help="the node's name (its /diagnostics status names)")
-    p.add_argument("--left-topic", default="/left/image_rect", help="bag topic counted as published pairs")
+    p.add_argument("--left-topic", default="/left/image_rect",
+                   help="bag topic counted as published pairs (its /compressed when only that is in the bag)")
     p.add_argument("--gt-topic", default="/gt/disparity", help="ground truth for accuracy ('' = none)")
     p.add_argument("--wait-subscribers", type=float, default=30.0,
                    help="seconds to wait for the node's subscriptions before playing (0 = don't)")
@@ -486,6 +487,15 @@ def record_only(a: argparse.Namespace, node: Any, spinner: "Spinner", writer: Op
     return 0
 
 
+def counted_image_topic(topics: Sequence[str] | Dict[str, Any], left_topic: str) -> str:
+    """The bag topic whose messages count as published pairs: ``left_topic``, or
+    ``<left_topic>/compressed`` when only that is in the bag (a compressed recording, played to
+    a node with image_transport compressed)."""
+    if left_topic not in topics and f"{left_topic}/compressed" in topics:
+        return f"{left_topic}/compressed"
+    return left_topic
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry ``stereonet-replay`` (also started by launch files: ROS args are accepted)."""
     import rclpy
@@ -515,6 +525,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         player = BagPlayer(node, a.bag, a.rate, a.loop, a.start_offset, a.restamp, a.topics, remap,
                            keep_log=a.record)
         recorder = OutputRecorder(node, a.namespace, bag_writer=writer, node_name=a.node_name) if a.record else None
+        a.left_topic = counted_image_topic(player.publishers, a.left_topic)
         spinner.thread.start()
         if a.wait_subscribers > 0 and a.left_topic in player.publishers:
             if not player.wait_for_subscribers([a.left_topic], a.wait_subscribers):

@@ -19,7 +19,7 @@ DROP_REASONS: Dict[str, str] = {
     "camera_info_missing": "no camera_info received yet (or it is older than camera_info_timeout)",
     "bad_encoding": "unsupported or mismatched image encoding",
     "bad_size": "left/right or image/camera_info size mismatch, or zero/huge image",
-    "bad_data": "data length inconsistent with step and height",
+    "bad_data": "data length inconsistent with step and height, or a compressed image that does not decode",
     "bad_values": "NaN or inf in a float image",
     "bad_geometry": "camera_info cannot give metric depth (baseline/focal length)",
     "inference_error": "the network failed on this frame",
