@@ -116,9 +116,11 @@ def test_launch_overrides_are_node_parameters_that_default_to_the_params_file():
 
 
 def test_rviz_config_shows_node_outputs():
+    """The RViz template names the node's outputs relative to its namespace (the launch file
+    puts them under camera:=..., see test_rviz.py)."""
     doc = yaml.safe_load((ROOT / "config/stereonet.rviz").read_text())
     displays = doc["Visualization Manager"]["Displays"]
-    shown = {(d["Class"], d["Topic"]["Value"].split("/", 2)[-1]) for d in displays if "Topic" in d}
+    shown = {(d["Class"], d["Topic"]["Value"]) for d in displays if "Topic" in d}
     assert ("rviz_default_plugins/PointCloud2", "points2") in shown
     assert ("rviz_default_plugins/Image", "disparity/color") in shown
     assert {t for _, t in shown} <= NODE_OUTPUTS
