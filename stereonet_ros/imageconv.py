@@ -316,7 +316,8 @@ def compress_image(arr: np.ndarray, encoding: str, codec: str = "png", quality: 
         a = (a >> 8).astype(np.uint8)
     if codec == "jpeg" and ch == 4:
         a = np.ascontiguousarray(a[..., :3])   # JPEG has no alpha
-    stored = {1: "mono", 3: "bgr", 4: "bgra"}[a.shape[2] if a.ndim == 3 else 1] + ("16" if a.dtype == np.uint16 else "8")
+    channels = a.shape[2] if a.ndim == 3 else 1
+    stored = {1: "mono", 3: "bgr", 4: "bgra"}[channels] + ("16" if a.dtype == np.uint16 else "8")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if codec == "jpeg" else []
     ok, buf = cv2.imencode(".jpg" if codec == "jpeg" else ".png", a, params)
     if not ok:  # pragma: no cover - OpenCV refuses only shapes checked above

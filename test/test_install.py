@@ -188,8 +188,8 @@ def test_a_fresh_robot_environment_runs_every_console_script(tmp_path):
     the package (--no-deps), offline from the wheelhouse that tools/robot_wheelhouse.py
     downloaded from the registry (the tests run without a network). Then every console
     script answers --help with exit 0, and every third-party module the scripts import (the
-    scan above) imports there. Measured on the shared 2-core machine: 85-125 s in all, most of it pip
-    unpacking torch."""
+    scan above) imports there. Measured on the shared 2-core machine: 85-125 s in all, most of it
+    pip unpacking torch."""
     assert wheelhouse.is_current(), ("the robot wheelhouse .whl/ is missing or stale: tools/run_tests.sh "
                                      "downloads it before entering the network namespace "
                                      "(python tools/robot_wheelhouse.py); did the download fail?")
@@ -199,7 +199,8 @@ def test_a_fresh_robot_environment_runs_every_console_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_FIND_LINKS")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
     env["PIP_CONFIG_FILE"] = os.devnull   # the machine's pip config adds local indexes; only .whl counts
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheelhouse.DEFAULT_DEST),
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index",
+                        "--find-links", str(wheelhouse.DEFAULT_DEST),
                         "-r", str(ROOT / "requirements-robot.txt"), *wheelhouse.stand_in_requirements()],
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
