@@ -9,7 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
-    package_data={PACKAGE: ["weights/*.pt", "weights/*.md"]},
+    # samples/: the demo's OAK-D photographs with their calibration and licence (MIT)
+    package_data={PACKAGE: ["weights/*.pt", "weights/*.md", "samples/oakd/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

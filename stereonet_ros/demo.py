@@ -9,7 +9,11 @@
 3. replays the bag into it with restamped headers (``replay.BagPlayer``) while
    ``replay.OutputRecorder`` records disparity/depth/points2 arrivals and /diagnostics;
 4. stops the node with SIGINT and writes ``<out>/report.json``, PNG figures and a short
-   terminal summary: accuracy vs ground truth, output rate, latency, drops by reason.
+   terminal summary: accuracy vs ground truth, output rate, latency, drops by reason;
+5. shows real photographs (``demo_photos``: Middlebury's Motorcycle with ground truth, two
+   OAK-D pairs): StereoNet with the node's settings, through the node's per-frame code, beside
+   the project's SGBM baseline, with depth, confidence and the point cloud
+   (``<out>/photo_<name>.png``; ``--no-photos`` leaves them out).
 
 DDS: Fast DDS over UDP loopback loses large images, so the demo re-executes itself in a
 private network namespace (``unshare -n``) with shared-memory/large-data transport when it
@@ -286,6 +290,7 @@ class DemoOptions:
     settle_s: float = 5.0
     figures: int = 3
     progress: bool = True
+    photos: bool = True            # step 5: real photographs, StereoNet beside SGBM
 
 
 def default_params_file() -> Path:
@@ -358,6 +363,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         node.destroy_node()
         rclpy.try_shutdown()
     figures = demo_figures(o.out, bag_path, rec, player, gt, o.figures)
+    photos = run_photos(o, ck["path"]) if o.photos else []
     report = {
         "checkpoint": ck["path"], "checkpoint_info": ck["info"], "random_weights": random_weights,
         "transport": transport, "node_command": cmd, "node_stop": stop,
@@ -367,9 +373,23 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         "node_max_disparity": o.node_max_disparity,
         "node_env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "node_startup_s": startup_s, "figures": figures, **live,
+        "photos": photos,
     }
     (o.out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return report
+
+
+def run_photos(o: DemoOptions, checkpoint: str) -> List[Dict[str, Any]]:
+    """Step 5: the real pairs of ``demo_photos`` through an engine with the node's settings
+    (same checkpoint, refiners, max_disparity, input_scale), in this process once the node
+    has stopped, so the two never share the CPU."""
+    from .demo_photos import run
+    from .engine import StereoEngine
+    from .node import default_threads
+    engine = StereoEngine(checkpoint=checkpoint, device="auto", input_scale=o.input_scale,
+                          max_disparity=float(o.node_max_disparity), refiners=o.refiners,
+                          num_threads=o.num_threads or default_threads())
+    return run(engine, o.out)
 
 
 def banner(text: str) -> None:
@@ -389,6 +409,9 @@ def summary_text(r: Dict[str, Any]) -> str:
     lines.append("  " + metrics_line(m))
     lines.append(f"  node stopped with SIGINT: exit code {r['node_stop'].get('exit_code')}"
                  f"{'' if r['node_stop'].get('clean') else ' (NOT clean: ' + str(r['node_stop'].get('note', '')) + ')'}")
+    if r.get("photos"):
+        from .demo_photos import summary_lines
+        lines += summary_lines(r["photos"])
     if r["random_weights"]:
         lines.append("  !!! RANDOM WEIGHTS: the accuracy above is that of an untrained network !!!")
     return "\n".join(lines)
@@ -419,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only generate (or find) the cached synthetic bag and print its path")
     p.add_argument("--no-netns", action="store_true", help="do not re-execute in a private network namespace")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-photos", action="store_true", help="leave out step 5, the real photographs")
     return p
 
 
@@ -433,7 +457,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     transport = configure_transport(argv, not a.no_netns)
     o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.refiners, a.node_max_disparity,
                     a.num_threads, Path(a.params_file) if a.params_file else None, settle_s=a.settle, figures=a.figures,
-                    progress=not a.no_progress)
+                    progress=not a.no_progress, photos=not a.no_photos)
     from .checkpoint import CheckpointError
     try:
         report = run_demo(o, transport)
@@ -444,7 +468,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     print(summary_text(report))
-    print(f"  report: {o.out / 'report.json'}; figures: {', '.join(report['figures']) or 'none'}")
+    print(f"  report: {o.out / 'report.json'}; figures: {', '.join(report['figures']) or 'none'}"
+          + (f"; photos: {', '.join(p['figure'] for p in report['photos'])}" if report.get("photos") else ""))
     if report["random_weights"]:
         banner("RANDOM WEIGHTS: this run checks the plumbing, not the model")
     return 0 if report["disparities_received"] else 1

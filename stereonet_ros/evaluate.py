@@ -52,14 +52,16 @@ def colorize(values: np.ndarray, valid: np.ndarray, lo: float, hi: float,
 
 
 def render_cloud(points: np.ndarray, rgb8: Optional[np.ndarray], size: tuple[int, int] = (320, 240),
-                 yaw_deg: float = 30.0, pitch_deg: float = -20.0, splat: int = 2) -> np.ndarray:
+                 yaw_deg: float = 30.0, pitch_deg: float = -20.0, splat: int = 2, axes: bool = False) -> np.ndarray:
     """Perspective view (bgr8, ``size`` = (w, h)) of an (H, W, 3) cloud in the optical frame.
 
     The cloud is rotated about its median point (yaw about y, pitch about x) and seen by a
     virtual pinhole looking along +z from behind the original camera; a z-buffer by
     painter's order (far points drawn first) keeps near surfaces on top. NaN points and,
     in clouds of 100+ points, the nearest 1 % and farthest 3 % by depth are skipped;
-    without colour, points are shaded by depth.
+    without colour, points are shaded by depth. ``axes``: the optical frame's x (red), y
+    (green) and z (blue) axes, of a round length in metres, drawn at the camera (at the
+    cloud's median point when the camera is out of view), with their length written below.
     """
     w, h = size
     img = np.zeros((h, w, 3), np.uint8)
@@ -96,7 +98,42 @@ def render_cloud(points: np.ndarray, rgb8: Optional[np.ndarray], size: tuple[int
             uu, vv = u + dx, v + dy
             inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
             img[vv[inside], uu[inside]] = col[inside]
+    if axes:
+        _draw_axes(img, centre, rx @ ry, 2.2 * extent, f, extent)
     return img
+
+
+def _draw_axes(img: np.ndarray, centre: np.ndarray, rot: np.ndarray, back: float, f: float, extent: float) -> None:
+    """The optical frame's axes in ``render_cloud``'s view (same rotation about ``centre``,
+    virtual camera ``back`` m behind it, focal ``f`` px), x/y/z in red/green/blue."""
+    h, w = img.shape[:2]
+
+    def project(p: np.ndarray) -> Optional[tuple[int, int]]:
+        q = (p - centre) @ rot.T
+        q[2] += back
+        if q[2] <= 1e-3:
+            return None
+        return int(round(f * q[0] / q[2] + w / 2)), int(round(f * q[1] / q[2] + h / 2))
+
+    # A round length (1, 2 or 5 x 10^k m) up to 30 % of the cloud's extent: readable as a scale.
+    raw = max(0.3 * extent, 1e-6)
+    k = 10.0 ** math.floor(math.log10(raw))
+    length = max(m * k for m in (1.0, 2.0, 5.0) if m * k <= raw)
+    origin, where = np.zeros(3), "camera"
+    o = project(origin)
+    if o is None or not (0 <= o[0] < w and 0 <= o[1] < h):
+        origin, where = centre.copy(), "cloud centre"
+        o = project(origin)
+    if o is None:  # pragma: no cover - the centre is always in front of the virtual camera
+        return
+    for axis, (name, colour) in enumerate((("x", (0, 0, 255)), ("y", (0, 200, 0)), ("z", (255, 80, 0)))):
+        tip = project(origin + length * np.eye(3)[axis])
+        if tip is None:
+            continue
+        cv2.arrowedLine(img, o, tip, colour, 2, cv2.LINE_AA, tipLength=0.15)
+        cv2.putText(img, name, (tip[0] + 3, tip[1] + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    text = f"axes at the {where}: {length:g} m (x right, y down, z forward)"
+    cv2.putText(img, text, (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:

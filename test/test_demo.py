@@ -57,6 +57,10 @@ def test_demo_end_to_end_with_the_node_process(tiny_checkpoint, tmp_path, ros_do
     assert rep["random_weights"] is True and "RANDOM WEIGHTS" in text
     assert "EPE" in res.stdout and "latency" in res.stdout and "dropped" in res.stdout
     assert rep["figures"] and all(Path(p).exists() for p in rep["figures"])
+    # step 5, the real photographs, with the node's settings, on the embedded defaults
+    assert [p["name"] for p in rep["photos"]] == ["motorcycle", "oakd_desk", "oakd_cycles"]
+    assert all(Path(p["figure"]).exists() for p in rep["photos"])
+    assert "photo motorcycle: EPE StereoNet" in res.stdout
 
 
 def test_fallback_scene_is_an_exact_correspondence():
@@ -69,3 +73,50 @@ def test_fallback_scene_is_an_exact_correspondence():
     inside = xx - sc["disp"] >= 1
     assert inside.mean() > 0.5 and 0 < sc["disp"].min() and sc["disp"].max() < 16
     np.testing.assert_allclose(warped[inside], sc["left"][inside], atol=2e-2)
+
+
+def test_photos_show_stereonet_beside_the_sgbm_baseline_with_bars_depth_confidence_and_cloud(tiny_checkpoint,
+                                                                                             tmp_path):
+    """Step 5 of the demo on the real pairs: the SGBM column is baseline.sgbm_disparity, the
+    colours are the node's map, the motorcycle's calibration gives Middlebury's depth range,
+    and the figure has its three rows and the numbers."""
+    import cv2
+    from stereonet_ros import demo_photos as dp
+    from stereonet_ros.baseline import fill_holes_from_left, sgbm_disparity
+    from stereonet_ros.engine import StereoEngine
+    from stereonet_ros.geometry import disparity_to_depth
+    from stereonet_ros.messages import colorize_disparity
+    pairs = dp.sample_pairs()
+    assert [p.name for p in pairs] == ["motorcycle", "oakd_desk", "oakd_cycles"]
+    moto = pairs[0]
+    engine = StereoEngine(str(tiny_checkpoint), "cpu", max_disparity=96.0, refiners=1)
+    r = dp.run_pair(engine, moto)
+    g = r["out"].geometry
+    # Middlebury: Z = baseline * f / (d + doffs) spans 2.08-5.21 m over its vmin..vmax; the
+    # scaled calibration must give the same range from the ground truth.
+    z = disparity_to_depth(np.nan_to_num(r["gt"], nan=-1.0), g, np.isfinite(r["gt"]))
+    assert 1.9 < np.nanpercentile(z, 1) and np.nanpercentile(z, 99) < 5.4
+    assert g.cx_offset == pytest.approx((1244.772 - 1369.115) / 4, abs=1e-3)
+    raw = sgbm_disparity(moto.left, moto.right, 96.0)
+    np.testing.assert_array_equal(r["sgbm"], raw - np.float32(g.cx_offset))
+    np.testing.assert_array_equal(r["sgbm_filled"], fill_holes_from_left(r["sgbm"]))
+    m = r["metrics"]
+    assert set(m) == {"stereonet", "stereonet_dense", "sgbm", "sgbm_filled"}
+    assert m["sgbm_filled"]["epe"] < m["sgbm"]["epe"] and m["sgbm_filled"]["epe"] < 6.0  # SGBM works on it
+    # a tile is the node's colour map plus a bar that spans lo..hi
+    h, w = r["out"].disparity.shape
+    tile = dp.colour_tile(r["out"].disparity, r["out"].valid, 40.0, 90.0, "t", "px")
+    want = colorize_disparity(r["out"].disparity, r["out"].valid, 40.0, 90.0)
+    np.testing.assert_array_equal(tile[40:, :w], want[40:])
+    bar = tile[:, w + 4:w + 18]   # top = 90 px, bottom = 40 px, linear
+    row = h // 2 + 5
+    at = np.float32(90.0 - 50.0 * row / (h - 1))
+    np.testing.assert_array_equal(bar[row, 0], colorize_disparity(np.array([[at]], np.float32),
+                                                                  np.ones((1, 1), bool), 40.0, 90.0)[0, 0])
+    rows = dp.run(engine, tmp_path, pairs[:2])
+    assert [x["name"] for x in rows] == ["motorcycle", "oakd_desk"] and rows[1]["metrics"] is None
+    fig = cv2.imread(rows[0]["figure"])
+    assert fig.shape[1] == 3 * (w + 56) and fig.shape[0] > 3 * h
+    assert fig[:h, :w].std() > 10 and fig[2 * h:3 * h, w + 56:].any()   # left image; cloud views drawn
+    text = "\n".join(dp.summary_lines(rows))
+    assert "motorcycle: EPE StereoNet" in text and "oakd_desk: no ground truth" in text
