@@ -154,7 +154,7 @@ def test_node_decodes_png_and_jpeg_counts_undecodable_pairs_and_follows_remaps(r
         raw = {"l": test.create_publisher(Image, f"{ns}/cam_left/image_rect", qos),
                "r": test.create_publisher(Image, f"{ns}/cam_right/image_rect", qos)}
         assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in raw.values()), 10)
-        assert pubs["l"].get_subscription_count() == 0
+        assert wait_for(lambda: pubs["l"].get_subscription_count() == 0, 10)   # the compressed one is gone
         li, ri = camera_infos(W, H, FX, BASELINE, stamp_ns=5 * 10**9)
         pubs["li"].publish(li)
         pubs["ri"].publish(ri)
