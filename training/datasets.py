@@ -470,7 +470,7 @@ class BagPairs(Dataset):
                  topics: Optional[Dict[str, str]] = None, limit: Optional[int] = None,
                  every: int = 1) -> None:
         from stereonet_ros.bag import BagError, StereoTopics, read_stereo_frames
-        from stereonet_ros.imageconv import image_to_numpy, to_rgb_float
+        from stereonet_ros.imageconv import image_to_numpy, is_compressed, to_rgb_float
 
         self.transform = transform or StereoTransform()
         try:
@@ -478,9 +478,14 @@ class BagPairs(Dataset):
         except TypeError as exc:
             raise DatasetError(f"bag topics {topics}: {exc}") from exc
         self.samples: List[Sample] = []
+        self.skipped: List[str] = []   # pairs left out, with the reason
         try:
             for i, fr in enumerate(read_stereo_frames(path, tp)):
                 if i % max(1, every):
+                    continue
+                if is_compressed(fr.left) or is_compressed(fr.right):
+                    # the reader keeps a compressed image it could not decode (fr.problems)
+                    self.skipped.append(f"pair {i}: {'; '.join(fr.problems) or 'undecodable image'}")
                     continue
                 left = to_rgb_float(image_to_numpy(fr.left), fr.left.encoding)
                 right = to_rgb_float(image_to_numpy(fr.right), fr.right.encoding)
