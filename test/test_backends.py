@@ -41,6 +41,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def _engines(ckpt, **kw):
+    kw.setdefault("precision", "fp32")  # auto is bf16 on CPUs with native bf16; graphs are fp32
     common = dict(device="cpu", num_threads=1, **kw)
     return StereoEngine(str(ckpt), **common), StereoEngine(str(ckpt), backend="onnxruntime", **common)
 

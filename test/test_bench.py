@@ -124,4 +124,5 @@ def test_cpu_bf16_only_where_the_cpu_has_it():
             resolve_precision("bf16", cpu)
     with pytest.raises(EngineConfigError, match="precision 'fp16' needs a CUDA device"):
         resolve_precision("fp16", cpu)
-    assert resolve_precision("auto", cpu) == torch.float32  # bf16 stays opt-in on the CPU
+    # auto takes bf16 where it is native (its accuracy cost is in the model card), else fp32
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)

@@ -62,7 +62,7 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     test = ros.create_node("planes_tester", namespace="/planes")
     col = Collector(test, "/planes")
     spin = Spinner(node, test)
-    engine = StereoEngine(device="cpu", precision="fp32", num_threads=1)
+    engine = StereoEngine(device="cpu", precision="auto", num_threads=1)  # the node's default
     try:
         pubs = _input_publishers(test)
         errors = {}

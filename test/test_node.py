@@ -120,7 +120,8 @@ def test_outputs_geometry_and_headers(ros, tiny_checkpoint):
         assert color.encoding == "bgr8" and (color.width, color.height) == (W, H)
         assert wait_for(lambda: col.diag_values().get("processed", "0") != "0", 5)
         diag = col.diag_values()
-        assert diag["device"] == "cpu" and diag["precision"] == "fp32"
+        from stereonet_ros.engine import cpu_has_native_bf16
+        assert diag["device"] == "cpu" and diag["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
     finally:
         stop(node, test, spin)
 

@@ -36,8 +36,9 @@ def time_backends(checkpoint: str = "", width: int = 640, height: int = 480, ite
     disparities = {}
     for backend in ("torch", "onnxruntime"):
         kw: Dict[str, Any] = {"onnx_providers": onnx_providers} if backend == "onnxruntime" else {}
+        # fp32 on both sides: the graph is fp32, so this compares backends, not precisions
         eng = StereoEngine(checkpoint, device=device, num_threads=num_threads, refiners=refiners,
-                           backend=backend, **kw)
+                           backend=backend, precision="fp32", **kw)
         t0 = time.perf_counter()
         first = eng.infer(left, right)
         first_ms = 1e3 * (time.perf_counter() - t0)
