@@ -20,10 +20,9 @@ private network namespace (``unshare -n``) with shared-memory/large-data transpo
 runs as root and ``unshare`` works; otherwise it sets the transport on the loopback and warns.
 
 The defaults fit an idle 2-core CPU in ~1-2 minutes: 60 frames of 640x480 (disparities
-< 96 px; a ~250 MB cached bag), the node keeping one refiner of three (``refiners: 1``, about
-a quarter of the CPU time; it measured more accurate than ``input_scale`` 0.5 at a similar
-cost, docs/PERFORMANCE.md) and searching 128 px instead of the checkpoint's full range, the
-bag played at 2 frames/s. A node slower than that (a busy CPU) drops frames, and the drops
+< 96 px; a ~250 MB cached bag), the node with its default configuration (the whole model,
+the checkpoint's full range: a shorter search or fewer refiners costs accuracy, see the model
+card; bf16 where the CPU has it), the bag played at 2 frames/s. A node slower than that (a busy CPU) drops frames, and the drops
 are reported; ``--width 320 --height 240
 --max-disparity 48 --node-max-disparity 64`` is 4x lighter.
 """
@@ -282,8 +281,8 @@ class DemoOptions:
     spec: SceneSpec = field(default_factory=SceneSpec)
     rate: float = 0.2              # replay speed: 10 fps recording -> 2 pairs/s
     input_scale: float = 1.0
-    refiners: int = 1              # the node's 'refiners': the CPU-friendly knob (see module doc)
-    node_max_disparity: float = 128.0  # native px searched by the node: the scene's range + margin
+    refiners: int = -1             # the node's 'refiners' (-1 = all): its default configuration
+    node_max_disparity: float = 0.0  # native px searched by the node (0 = the checkpoint's 192 px)
     num_threads: int = 0
     params_file: Optional[Path] = None
     startup_timeout: float = 120.0
