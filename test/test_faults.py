@@ -345,7 +345,9 @@ def test_cuda_requested_without_cuda_falls_back_to_cpu_with_a_warning(ros, tiny_
         assert log.wait("device 'cuda' requested but CUDA is unavailable: running on the CPU")
         assert wait_for(lambda: diag.level("device") == 1, 10), diag.status("device")
         dev = diag.values("device")
-        assert (dev["requested"], dev["device"], dev["precision"]) == ("cuda", "cpu", "fp32")
+        from stereonet_ros.engine import cpu_has_native_bf16
+        cpu_auto = "bf16" if cpu_has_native_bf16() else "fp32"   # precision auto on the CPU
+        assert (dev["requested"], dev["device"], dev["precision"]) == ("cuda", "cpu", cpu_auto)
         assert diag.wait_value("event device_fallback", lambda v: int(v) == 1)
     finally:
         spin.close()

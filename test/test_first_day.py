@@ -143,7 +143,7 @@ def test_startup_line_names_resolved_topics_model_and_device(ros, tiny_checkpoin
         for out in ("/fd_line/disparity", "/fd_line/depth_registered", "/fd_line/depth/camera_info",
                     "/fd_line/points2", "/fd_line/confidence", "/fd_line/confidence/camera_info", "/diagnostics"):
             assert out in line, (out, line)
-        assert f"model {node.engine.describe()}" in line and line.endswith("device cpu fp32")
+        assert f"model {node.engine.describe()}" in line and line.endswith(f"device cpu {node.engine.precision_name}")
     finally:
         _stop(node, test, spin)
 

@@ -101,15 +101,16 @@ def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint):
     """Downscaled inference returns native-resolution disparities (the reference code did not)."""
     import numpy as np
     from stereonet_ros.engine import StereoEngine
-    full = StereoEngine(str(tiny_checkpoint), input_scale=1.0)
-    half = StereoEngine(str(tiny_checkpoint), input_scale=0.5)
+    full = StereoEngine(str(tiny_checkpoint), input_scale=1.0, precision="fp32")
+    half = StereoEngine(str(tiny_checkpoint), input_scale=0.5, precision="fp32")
     assert half.max_disparity == pytest.approx(2 * full.max_disparity)
     # a constant image pair: compare against running the network by hand at half size
     img = np.random.default_rng(1).random((64, 96, 3), dtype=np.float32)
     res = half.infer(img, img, with_confidence=False)
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     x = torch.nn.functional.interpolate(x, size=(32, 48), mode="area")
-    x = (x - half._mean) * half._inv_std
+    torch.testing.assert_close(half.prepare(half.to_tensor(img)), (x - 0.5) / 0.25)  # the stage, by hand
+    x = (x - 0.5) / 0.25
     with torch.no_grad():
         d = half.model(x, x, candidates=half.candidates)["disparity"]
     d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) * 2.0
@@ -120,17 +121,17 @@ def test_engine_refiners_knob_keeps_the_first_levels(tiny_checkpoint):
     """refiners=0: the coarse cost-volume disparity, upsampled bilinearly to full size."""
     import numpy as np
     from stereonet_ros.engine import EngineConfigError, StereoEngine
-    full = StereoEngine(str(tiny_checkpoint))
-    coarse = StereoEngine(str(tiny_checkpoint), refiners=0)
+    full = StereoEngine(str(tiny_checkpoint), precision="fp32")
+    coarse = StereoEngine(str(tiny_checkpoint), refiners=0, precision="fp32")
     assert (full.config.num_refiners, coarse.config.num_refiners) == (1, 0)
     assert "refiners=0" in coarse.describe()
     rng = np.random.default_rng(2)
     left, right = (rng.random((64, 96, 3), dtype=np.float32) for _ in range(2))
     got = coarse.infer(left, right, with_confidence=False).disparity
-    xl, xr = ((torch.from_numpy(a).permute(2, 0, 1)[None] - full._mean) * full._inv_std for a in (left, right))
+    xl, xr = ((torch.from_numpy(a).permute(2, 0, 1)[None] - 0.5) / 0.25 for a in (left, right))
     with torch.no_grad():
         pyr = full.model(xl, xr, candidates=full.candidates)["disparities"]
-    ref = torch.nn.functional.interpolate(pyr[0], size=(64, 96), mode="bilinear", align_corners=False)
+        ref = full.model.upsample_level(pyr[0], 0, (64, 96))
     np.testing.assert_allclose(got, ref[0, 0].numpy(), rtol=1e-4, atol=1e-4)
     assert not np.allclose(got, full.infer(left, right, with_confidence=False).disparity, atol=1e-3)
     with pytest.raises(EngineConfigError, match=r"0\.\.1 for this model, got 2"):
