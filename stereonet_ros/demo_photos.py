@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from .figures import label, text_tile
+
 SAMPLES = Path(__file__).resolve().parent / "samples"
 OAKD_PAIRS = ("desk", "cycles")
 
@@ -105,22 +107,7 @@ def colour_tile(values: np.ndarray, valid: np.ndarray, lo: float, hi: float, tit
     for y, val in ((14, top), (h // 2, (lo + hi) / 2), (h - 18, bottom)):
         cv2.putText(side, f"{val:.3g}", (20, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
     cv2.putText(side, unit, (20, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (200, 200, 200), 1, cv2.LINE_AA)
-    return _title(np.hstack([img, side]), title)
-
-
-def _title(img: np.ndarray, text: str) -> np.ndarray:
-    out = img.copy()
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-    cv2.rectangle(out, (0, 0), (tw + 10, th + base + 8), (0, 0, 0), -1)
-    cv2.putText(out, text, (5, th + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-def _text_tile(h: int, w: int, lines: Sequence[str]) -> np.ndarray:
-    img = np.zeros((h, w, 3), np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(img, line, (8, 24 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
+    return label(np.hstack([img, side]), title)
 
 
 def _fit(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -189,7 +176,7 @@ def pair_figure(pair: PhotoPair, r: Dict[str, Any]) -> np.ndarray:
     lo, hi = (float(x) for x in np.percentile(vals, (1, 99)))
     hi = max(hi, lo + 1.0)
     left = pair.left if pair.left.ndim == 3 else np.repeat(pair.left[..., None], 3, 2)
-    left_tile = _title(np.hstack([left[..., ::-1], np.zeros((h, 56, 3), np.uint8)]), f"{pair.name}: left")
+    left_tile = label(np.hstack([left[..., ::-1], np.zeros((h, 56, 3), np.uint8)]), f"{pair.name}: left")
     net = colour_tile(out.disparity, valid, lo, hi, "StereoNet disparity (published)", "px")
     sg = colour_tile(r["sgbm_filled"], np.isfinite(r["sgbm_filled"]), lo, hi, "SGBM, holes filled from left", "px")
     if r["gt"] is not None:
@@ -210,7 +197,7 @@ def pair_figure(pair: PhotoPair, r: Dict[str, Any]) -> np.ndarray:
     tw = w + 56
     # Two views of the cloud: near the camera's (shapes recognisable) and from the side (depth
     # errors visible as surfaces off their place).
-    views = [_title(render_cloud(out.points, out.rgb8, (tw, h), yaw_deg=yaw, pitch_deg=pitch, axes=True), title)
+    views = [label(render_cloud(out.points, out.rgb8, (tw, h), yaw_deg=yaw, pitch_deg=pitch, axes=True), title)
              for yaw, pitch, title in ((15.0, -10.0, "StereoNet cloud, 15 deg left"),
                                        (65.0, -15.0, "StereoNet cloud, from the side"))]
     lines = [pair.name, f"{w}x{h}, fx {pair.fx:.1f} px, baseline {pair.baseline:.3f} m",
@@ -218,14 +205,14 @@ def pair_figure(pair: PhotoPair, r: Dict[str, Any]) -> np.ndarray:
              f"SGBM holes {100 * r['sgbm_holes']:.1f} %"]
     m = r["metrics"]
     if m:
-        for key, label in (("stereonet", "StereoNet published (invalid = errors)"),
+        for key, what in (("stereonet", "StereoNet published (invalid = errors)"),
                            ("stereonet_dense", "StereoNet dense"), ("sgbm", "SGBM (holes = errors)"),
                            ("sgbm_filled", "SGBM filled")):
-            lines.append(f"{label}: EPE {m[key]['epe']:.2f} px, bad2 {m[key]['bad2']:.1f} %, D1 {m[key]['d1']:.1f} %")
+            lines.append(f"{what}: EPE {m[key]['epe']:.2f} px, bad2 {m[key]['bad2']:.1f} %, D1 {m[key]['d1']:.1f} %")
     else:
         lines.append("no ground truth: compare by eye")
     lines.append(pair.source)
-    text = _text_tile(28 + 20 * len(lines), 3 * tw, lines)
+    text = text_tile(28 + 20 * len(lines), 3 * tw, lines)
     rows = [[left_tile, net, sg], [third, dep, sdep], [con, *views]]
     return np.vstack([np.hstack([_fit(t, t.shape[1], h) for t in row]) for row in rows] + [text])
 

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from . import bag
+from .figures import label, text_tile
 from .metrics import disparity_metrics, mean_metrics, metrics_line
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair
 from .stats import percentiles
@@ -136,22 +137,6 @@ def _draw_axes(img: np.ndarray, centre: np.ndarray, rot: np.ndarray, back: float
     cv2.putText(img, text, (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    """Copy of ``img`` with ``text`` in white on a black box at the top left."""
-    out = img.copy()
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-    cv2.rectangle(out, (0, 0), (tw + 8, th + base + 6), (0, 0, 0), -1)
-    cv2.putText(out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-def _text_tile(h: int, w: int, lines: Sequence[str]) -> np.ndarray:
-    img = np.zeros((h, w, 3), np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(img, line, (6, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
-
-
 def disparity_scale(disparity: np.ndarray, valid: np.ndarray, gt: Optional[np.ndarray], fallback: float) -> float:
     """Top of the colour scale shared by gt and prediction: the 99th percentile of gt (else of
     the valid prediction), so a wide searched range does not wash the images out."""
@@ -180,13 +165,13 @@ def frame_panel(left_rgb8: np.ndarray, disparity: np.ndarray, valid: np.ndarray,
         err = np.where(valid, np.abs(disparity - np.nan_to_num(gt)), np.abs(np.nan_to_num(gt)))
         figs["error"] = colorize(err, gt_ok, 0.0, error_scale_px, cv2.COLORMAP_INFERNO)
     else:
-        figs["gt"], figs["error"] = _label(blank, "no ground truth"), blank
-    figs["cloud"] = render_cloud(points, rgb8, (w, h)) if points is not None else _label(blank, "points disabled")
-    last = (_label(colorize(confidence, np.ones((h, w), bool), 0, 1, cv2.COLORMAP_VIRIDIS), "confidence")
-            if confidence is not None else _text_tile(h, w, info))
-    tiles = [_label(figs["left"], "left"), _label(figs["gt"], f"ground truth (0-{hi:.0f} px)"),
-             _label(figs["prediction"], "prediction"), _label(figs["error"], f"|error| 0-{error_scale_px:g} px"),
-             _label(cv2.resize(figs["cloud"], (w, h)), "point cloud"), last]
+        figs["gt"], figs["error"] = label(blank, "no ground truth"), blank
+    figs["cloud"] = render_cloud(points, rgb8, (w, h)) if points is not None else label(blank, "points disabled")
+    last = (label(colorize(confidence, np.ones((h, w), bool), 0, 1, cv2.COLORMAP_VIRIDIS), "confidence")
+            if confidence is not None else text_tile(h, w, info))
+    tiles = [label(figs["left"], "left"), label(figs["gt"], f"ground truth (0-{hi:.0f} px)"),
+             label(figs["prediction"], "prediction"), label(figs["error"], f"|error| 0-{error_scale_px:g} px"),
+             label(cv2.resize(figs["cloud"], (w, h)), "point cloud"), last]
     figs["panel"] = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
     return figs
 

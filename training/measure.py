@@ -38,6 +38,7 @@ import numpy as np
 from stereonet_ros.baseline import fill_holes_from_left, sgbm_disparity
 from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
 from stereonet_ros.engine import StereoEngine
+from stereonet_ros.figures import label
 from stereonet_ros.messages import colorize_disparity
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
 from stereonet_ros.pipeline import match_in_view
@@ -149,14 +150,8 @@ def figure(left: np.ndarray, gt: np.ndarray, maps: Dict[str, np.ndarray], max_di
     bottom = [(np.zeros_like(grey), f"disparity 0..{hi:.0f} px, error 0..8 px"),
               (err(maps["stereonet"]), "|error| StereoNet"), (err(maps["sgbm_filled"]), "|error| SGBM filled"),
               (col(maps["sgbm_filled"]), "SGBM filled")]
-    rows = []
-    for panels in (top, bottom):
-        tiles = []
-        for img, label in panels:
-            t = np.ascontiguousarray(img.copy())
-            cv2.putText(t, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
-            tiles.append(t)
-        rows.append(np.concatenate(tiles, axis=1))
+    rows = [np.concatenate([label(np.ascontiguousarray(img), text) for img, text in panels], axis=1)
+            for panels in (top, bottom)]
     return np.concatenate(rows, axis=0)
 
 
