@@ -35,7 +35,7 @@ if __name__ == "__main__":  # set before the heavy imports below (seconds of tor
         signal.signal(_sig, _record_early_signal)
 
 import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
@@ -48,12 +48,13 @@ from stereo_msgs.msg import DisparityImage  # noqa: E402
 
 from . import messages  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
+from .diagnostics import DiagnosticsReport, fell_back_to_cpu  # noqa: E402
 from .engine import EngineConfigError, StereoEngine  # noqa: E402
 from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, unknown_parameter_errors,  # noqa: E402
                      validate, validate_all)
 from .pipeline import (FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair,  # noqa: E402
                        uncompressed_pair)
-from .stats import DROP_REASONS, EVENTS, NodeStats, status_name  # noqa: E402
+from .stats import NodeStats  # noqa: E402
 from .sync import StereoPairer, stamp_ns  # noqa: E402
 
 try:  # On a robot message_filters comes from the ROS install; the built-in pairer otherwise.
@@ -85,11 +86,6 @@ def default_threads() -> int:
     """num_threads 0: every core but one, which stays free for the executor thread that
     receives images (2 busy threads on 2 cores measured ~4x slower than 1)."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def fell_back_to_cpu(requested: str, engine: StereoEngine) -> bool:
-    """CUDA was asked for, but the engine runs on the CPU (``resolve_device``'s fallback)."""
-    return requested.strip().lower() not in ("auto", "cpu") and engine.device.type == "cpu"
 
 
 def build_engine(values: Dict[str, Any]) -> StereoEngine:
@@ -181,8 +177,7 @@ class StereoNetNode(Node):
         self._infos: Dict[str, Tuple[Optional[CameraInfo], float]] = {"left": (None, 0.0), "right": (None, 0.0)}
         self._camera_status: Tuple[int, str] = (2, "no camera_info received yet")
         self._warned: Dict[str, Tuple[float, int]] = {}   # key -> (last logged, suppressed since)
-        self._processed_reported = 0
-        self._last_drops: Dict[str, int] = {}
+        self._diagnostics = DiagnosticsReport()
         self._last_pair_time = time.monotonic()   # start counts as the last pair (no-input warning)
         self._last_cloud_stamp: Optional[int] = None   # header stamp of the last points2 (cloud_rate)
         self._topics = self._resolved_inputs()
@@ -625,49 +620,10 @@ class StereoNetNode(Node):
         else:
             self.get_logger().warning(text)
 
-    def _pipeline_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
-        kv = _kv
-        engine = self.engine
-        pipe = DiagnosticStatus(name=status_name(self.get_fully_qualified_name(), "pipeline"),
-                                hardware_id=str(engine.device))
-        values = [kv("device", engine.device), kv("precision", engine.precision_name),
-                  kv("model", engine.describe()), kv("processed", snap["processed"]),
-                  kv("output_rate_hz", f"{snap['rates'].get('output', 0.0):.2f}")]
-        for topic in ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info"):
-            values.append(kv(f"input_rate_hz {topic}", f"{snap['rates'].get(topic, 0.0):.2f}"))
-            values.append(kv(f"received {topic}", snap["received"].get(topic, 0)))
-        drops = snap["drops"]
-        for reason in DROP_REASONS:
-            values.append(kv(f"dropped {reason}", drops.get(reason, 0)))
-        total = sum(drops.values())
-        values.append(kv("dropped total", total))
-        for name in EVENTS:
-            values.append(kv(f"event {name}", snap["events"].get(name, 0)))
-        for stage, (mean, p50, p95) in sorted(snap["latency_ms"].items()):
-            values.append(kv(f"latency_ms {stage}", f"mean {mean:.2f} p50 {p50:.2f} p95 {p95:.2f}"))
-        for reason, text in snap["last_error"].items():
-            values.append(kv(f"last {reason}", text[:300]))
-        pipe.values = values
-        # Level from what happened since the previous report: input faults with nothing
-        # processed is an error (no output at all); any drop is a warning (overload included).
-        new_drops = {r: n - self._last_drops.get(r, 0) for r, n in drops.items() if n > self._last_drops.get(r, 0)}
-        new_processed = snap["processed"] - self._processed_reported
-        self._last_drops, self._processed_reported = dict(drops), snap["processed"]
-        faults = {r: n for r, n in new_drops.items() if r not in ("overrun", "unpaired")}
-        if faults and new_processed == 0:
-            pipe.level = DiagnosticStatus.ERROR
-            pipe.message = "no output: every pair dropped (" + ", ".join(f"{r} {n}" for r, n in faults.items()) + ")"
-        elif new_drops:
-            pipe.level = DiagnosticStatus.WARN
-            pipe.message = (f"{sum(new_drops.values())} frame(s) dropped since last report ("
-                            + ", ".join(f"{r} {n}" for r, n in new_drops.items()) + ")")
-        else:
-            pipe.level, pipe.message = DiagnosticStatus.OK, "ok"
-        return pipe
-
-    def _camera_status_msg(self) -> DiagnosticStatus:
-        cam = DiagnosticStatus(name=status_name(self.get_fully_qualified_name(), "camera_info"),
-                               hardware_id=str(self.engine.device))
+    def _camera_report(self) -> Tuple[int, str, Dict[str, Any]]:
+        """(level 0/1/2, text, values) of the camera_info status: the geometry report of the
+        latest camera_infos, their age against camera_info_timeout, and the last frame's
+        finding when that is worse."""
         linfo, rinfo = self._infos["left"][0], self._infos["right"][0]
         level, text, values = camera_info_report(linfo, rinfo, self._image_size)
         timeout = self.values["camera_info_timeout"]
@@ -679,35 +635,16 @@ class StereoNetNode(Node):
                 values[f"age_s {side}"] = f"{age:.2f}"
                 if timeout > 0 and age > timeout:
                     level, text = 2, f"{side}/camera_info is stale ({age:.1f} s old); " + text
-        # What the last frame found (e.g. a FrameError) matters when the report is fine.
         flevel, ftext = self._camera_status
         if flevel > level and linfo is not None:
             level, text = flevel, ftext
-        cam.level = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)[level]
-        cam.message = text[:500]
-        cam.values = [_kv(k, v) for k, v in values.items()]
-        return cam
-
-    def _device_status(self, snap: Dict[str, Any]) -> DiagnosticStatus:
-        engine = self.engine
-        st = DiagnosticStatus(name=status_name(self.get_fully_qualified_name(), "device"),
-                              hardware_id=str(engine.device))
-        requested = str(self.values["device"])
-        st.values = [_kv("requested", requested), _kv("device", engine.device),
-                     _kv("precision", engine.precision_name), _kv("input_scale", engine.input_scale),
-                     _kv("out_of_memory drops", snap["drops"].get("out_of_memory", 0))]
-        if fell_back_to_cpu(requested, engine):
-            st.level, st.message = DiagnosticStatus.WARN, f"'{requested}' unavailable: running on the CPU"
-        else:
-            st.level, st.message = DiagnosticStatus.OK, f"{engine.device} {engine.precision_name}"
-        return st
+        return level, text, values
 
     def publish_diagnostics(self) -> None:
         try:
-            snap = self.stats.snapshot()
-            arr = DiagnosticArray()
-            arr.header.stamp = self.get_clock().now().to_msg()
-            arr.status = [self._pipeline_status(snap), self._camera_status_msg(), self._device_status(snap)]
+            arr = self._diagnostics.array(self.get_clock().now().to_msg(), self.get_fully_qualified_name(),
+                                          self.engine, self.stats.snapshot(), self._camera_report(),
+                                          str(self.values["device"]))
             self.pub_diag.publish(arr)
         except Exception as exc:  # noqa: BLE001 - reporting must never take the node down
             self._warn("diagnostics", f"/diagnostics not published: {type(exc).__name__}: {exc}")
@@ -728,10 +665,6 @@ class StereoNetNode(Node):
     def destroy_node(self) -> None:
         self.shutdown()
         super().destroy_node()
-
-
-def _kv(key: Any, value: Any) -> KeyValue:
-    return KeyValue(key=str(key), value=str(value))
 
 
 def main(args: Optional[List[str]] = None) -> int:

@@ -359,7 +359,7 @@ def test_cpu_or_auto_in_any_spelling_is_no_fallback(tiny_checkpoint):
     """The device parameter is validated case- and space-insensitively; 'CPU' is not a
     CUDA request that fell back (no false warning / device_fallback event)."""
     from stereonet_ros.engine import StereoEngine
-    from stereonet_ros.node import fell_back_to_cpu
+    from stereonet_ros.diagnostics import fell_back_to_cpu
     engine = StereoEngine(str(tiny_checkpoint), device="cpu")
     assert not any(fell_back_to_cpu(v, engine) for v in ("cpu", " CPU ", "Auto", "auto"))
     assert fell_back_to_cpu("cuda", engine) and fell_back_to_cpu("CUDA:0", engine)
