@@ -29,6 +29,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("stereonet_ros.engine")
 
 
+class EngineOutOfMemory(RuntimeError):
+    """The device ran out of memory for this frame (CUDA OOM). The engine has released its
+    cached blocks; the next frame may fit. The message is the first line of torch's."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (torch.cuda.OutOfMemoryError or its message)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+
+
 class EngineConfigError(ValueError):
     """An engine setting that cannot be honoured (bad device, precision, scale, range)."""
 
@@ -391,7 +404,8 @@ class StereoEngine:
     def infer(self, left_rgb: np.ndarray, right_rgb: np.ndarray, with_confidence: bool = True,
               with_right: bool = False) -> EngineResult:
         """Disparity for one rectified pair of (H, W, 3) RGB images: float32 in [0, 1], or
-        uint8 in [0, 255] (cheaper: converted and normalised in one pass on the device)."""
+        uint8 in [0, 255] (cheaper: converted and normalised in one pass on the device).
+        Raises :class:`EngineOutOfMemory` when the device runs out of memory."""
         if left_rgb.shape != right_rgb.shape:
             raise ValueError(f"left {left_rgb.shape} and right {right_rgb.shape} differ in size")
         h, w = left_rgb.shape[:2]
@@ -403,7 +417,14 @@ class StereoEngine:
         right = self.prepare(self.to_tensor(right_rgb))
         sync()
         t1 = time.perf_counter()
-        out = self.forward(left, right, with_right, with_confidence)
+        try:
+            out = self.forward(left, right, with_right, with_confidence)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # give the next frame the memory this one held
+            raise EngineOutOfMemory(str(exc).splitlines()[0] if str(exc) else "CUDA out of memory") from exc
         sync()
         t2 = time.perf_counter()
         sh, sw = self.network_size(h, w)

@@ -49,7 +49,7 @@ from stereo_msgs.msg import DisparityImage  # noqa: E402
 from . import messages  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .diagnostics import DiagnosticsReport, fell_back_to_cpu  # noqa: E402
-from .engine import EngineConfigError, StereoEngine  # noqa: E402
+from .engine import EngineConfigError, EngineOutOfMemory, StereoEngine  # noqa: E402
 from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, unknown_parameter_errors,  # noqa: E402
                      validate, validate_all)
 from .pipeline import (FrameError, FrameOutput, OutputOptions, camera_info_report, process_pair,  # noqa: E402
@@ -109,17 +109,6 @@ def _coerce(values: Dict[str, Any]) -> Dict[str, Any]:
     """Integers given for float parameters (``-p max_disparity:=64``) become floats."""
     return {n: float(v) if isinstance(SPECS[n].default, float) and isinstance(v, int)
             and not isinstance(v, bool) else v for n, v in values.items()}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a CUDA out-of-memory error (torch.cuda.OutOfMemoryError or its message)."""
-    try:
-        import torch
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):  # pragma: no cover - torch without the class
-        pass
-    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
 
 
 class StereoNetNode(Node):
@@ -480,20 +469,11 @@ class StereoNetNode(Node):
             self._warn(exc.reason, f"frame dropped ({exc.reason}): {exc}", period,
                        error=exc.reason == "bad_geometry")
             return None
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
-                self.stats.drop("out_of_memory", first)
-                self._warn("out_of_memory", f"frame dropped (out_of_memory): {first}; lower input_scale "
-                           "or max_disparity if this repeats")
-                try:
-                    import torch
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                except Exception:  # pragma: no cover - best effort
-                    pass
-                return None
-            raise
+        except EngineOutOfMemory as exc:
+            self.stats.drop("out_of_memory", str(exc))
+            self._warn("out_of_memory", f"frame dropped (out_of_memory): {exc}; lower input_scale "
+                       "or max_disparity if this repeats")
+            return None
         if self._camera_status[0] == 2 and self._camera_status[1] != "no camera_info received yet":
             self.get_logger().info("camera_info usable again: processing resumed")
         self._camera_status = (1, "; ".join(out.warnings)) if out.warnings else (0, "ok")

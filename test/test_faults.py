@@ -32,17 +32,18 @@ ERROR = 40  # rcl_interfaces/Log.ERROR
 
 
 class FaultyEngine(StereoEngine):
-    """A real engine that raises the armed exception on its next frame (fault injection:
-    a CUDA OOM cannot be provoked on a CPU-only machine)."""
+    """A real engine whose network stage raises the armed exception on its next frame (fault
+    injection: a CUDA OOM cannot be provoked on a CPU-only machine); ``infer`` handles it as
+    it would a real one."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.armed: List[BaseException] = []
 
-    def infer(self, *args: Any, **kwargs: Any):
+    def forward(self, *args: Any, **kwargs: Any):
         if self.armed:
             raise self.armed.pop(0)
-        return super().infer(*args, **kwargs)
+        return super().forward(*args, **kwargs)
 
 
 class Suite:

@@ -191,3 +191,26 @@ def test_coarse_level_is_resampled_on_the_grid_the_strided_convolutions_produce(
                                F.interpolate(x, size=(20, 28), mode="bilinear", align_corners=False))
     torch.testing.assert_close(resample(x, (10, 14), src_stride=4, src_offset=0.0, dst_stride=2).shape,
                                torch.Size([2, 3, 10, 14]))
+
+
+def test_engine_turns_a_device_out_of_memory_into_its_typed_error(tiny_checkpoint):
+    """A CUDA OOM inside the network stage leaves infer() as EngineOutOfMemory (first line of
+    torch's message), other errors pass through unchanged."""
+    import numpy as np
+    from stereonet_ros.engine import EngineOutOfMemory, StereoEngine
+
+    class Boom(StereoEngine):
+        error: BaseException = RuntimeError("x")
+
+        def forward(self, *args, **kwargs):
+            raise self.error
+
+    eng = Boom(str(tiny_checkpoint), device="cpu")
+    img = np.zeros((32, 64, 3), np.uint8)
+    eng.error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+    with pytest.raises(EngineOutOfMemory, match=r"^CUDA out of memory\. Tried to allocate 2\.00 GiB$"):
+        eng.infer(img, img)
+    eng.error = RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
+    with pytest.raises(RuntimeError, match="CUDNN") as info:
+        eng.infer(img, img)
+    assert not isinstance(info.value, EngineOutOfMemory)
