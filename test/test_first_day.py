@@ -319,3 +319,34 @@ def test_outputs_are_computed_only_for_subscribers(ros, tiny_checkpoint):
         spin.close()
         node.destroy_node()
         test.destroy_node()
+
+
+def test_node_runs_the_onnxruntime_backend_with_the_torch_backends_output(ros, tiny_checkpoint, private_onnx_cache):
+    """backend:=onnxruntime through the node parameter: the node publishes what the torch
+    engine (fp32, the graph's precision) computes for the same pair."""
+    pytest.importorskip("onnxruntime")
+    from stereonet_ros.engine import StereoEngine
+    ns = "/fd_backend"
+    node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, backend="onnxruntime", precision="fp32")
+    try:
+        assert "via onnxruntime" in node.engine.describe()
+        pubs = input_publishers(test, ns)
+        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
+        _send_pair(pubs, 10**9)
+        assert wait_for(lambda: col.count("disparity") >= 1, 60), node.stats.snapshot()
+        msg = col.msgs["disparity"][0]
+        got = np.frombuffer(msg.image.data, np.float32).reshape(H, W)
+        left, right = shifted_pair(H, W, 6, seed=3)
+        ref = StereoEngine(str(tiny_checkpoint), device="cpu", precision="fp32").infer(
+            to_encoding(left, "rgb8"), to_encoding(right, "rgb8")).disparity
+        valid = got >= msg.min_disparity
+        assert valid.mean() > 0.5
+        np.testing.assert_allclose(got[valid], ref[valid], atol=1e-3)
+    finally:
+        _stop(node, test, spin)
+
+
+@pytest.fixture()
+def private_onnx_cache(tmp_path, monkeypatch):
+    from stereonet_ros.backends.graph_cache import CACHE_ENV
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
