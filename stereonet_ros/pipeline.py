@@ -87,17 +87,23 @@ class FrameOutput:
     dense_disparity: Optional[np.ndarray] = None
 
 
+def _both_sides(convert: Any, what: str, left: Any, right: Any) -> Tuple[Any, Any]:
+    """``convert`` applied to each side; an ImageFormatError becomes a FrameError of its
+    reason that names the side (``"<side> <what>: ..."``)."""
+    out = []
+    for side, m in (("left", left), ("right", right)):
+        try:
+            out.append(convert(m))
+        except ImageFormatError as exc:
+            raise FrameError(exc.reason, f"{side} {what}: {exc}") from exc
+    return out[0], out[1]
+
+
 def uncompressed_pair(left: Any, right: Any, max_pixels: Optional[int] = None) -> Tuple[Any, Any]:
     """The pair as Image-shaped messages: a sensor_msgs/CompressedImage (JPEG or PNG) is
     decoded (``imageconv.decode_compressed``), an Image passes through untouched. Raises
     FrameError (bad_data, bad_encoding, bad_size) naming the side and what is wrong."""
-    out = []
-    for side, m in (("left", left), ("right", right)):
-        try:
-            out.append(as_image(m, max_pixels))
-        except ImageFormatError as exc:
-            raise FrameError(exc.reason, f"{side} compressed image: {exc}") from exc
-    return out[0], out[1]
+    return _both_sides(lambda m: as_image(m, max_pixels), "compressed image", left, right)
 
 
 def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,13 +118,7 @@ def decode_pair(left: Any, right: Any, max_pixels: Optional[int]) -> tuple[np.nd
     if (left.width, left.height) != (right.width, right.height):
         raise FrameError("bad_size", f"left image {left.width}x{left.height} and right "
                                      f"{right.width}x{right.height} differ in size")
-    out = []
-    for side, m in (("left", left), ("right", right)):
-        try:
-            out.append(image_to_numpy(m, max_pixels))
-        except ImageFormatError as exc:
-            raise FrameError(exc.reason, f"{side} image: {exc}") from exc
-    return out[0], out[1]
+    return _both_sides(lambda m: image_to_numpy(m, max_pixels), "image", left, right)
 
 
 def check_camera_info(linfo: Any, rinfo: Any, width: int, height: int) -> tuple[StereoGeometry, List[str]]:
