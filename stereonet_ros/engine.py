@@ -39,7 +39,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
         return True
-    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+    # onnxruntime's allocator failures arrive as its own exception types with this text
+    text = str(exc)
+    return "CUDA out of memory" in text or (type(exc).__module__.startswith("onnxruntime")
+                                           and "Failed to allocate memory" in text)
 
 
 class EngineConfigError(ValueError):
@@ -405,9 +408,21 @@ class StereoEngine:
               with_right: bool = False) -> EngineResult:
         """Disparity for one rectified pair of (H, W, 3) RGB images: float32 in [0, 1], or
         uint8 in [0, 255] (cheaper: converted and normalised in one pass on the device).
-        Raises :class:`EngineOutOfMemory` when the device runs out of memory."""
+        Raises :class:`EngineOutOfMemory` when the device runs out of memory at any stage
+        (upload, network, resize back)."""
         if left_rgb.shape != right_rgb.shape:
             raise ValueError(f"left {left_rgb.shape} and right {right_rgb.shape} differ in size")
+        try:
+            return self._infer(left_rgb, right_rgb, with_confidence, with_right)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # give the next frame the memory this one held
+            raise EngineOutOfMemory(str(exc).splitlines()[0] if str(exc) else "out of memory") from exc
+
+    def _infer(self, left_rgb: np.ndarray, right_rgb: np.ndarray, with_confidence: bool,
+               with_right: bool) -> EngineResult:
         h, w = left_rgb.shape[:2]
         if self.num_threads and torch.get_num_threads() != self.num_threads:
             torch.set_num_threads(self.num_threads)
@@ -417,14 +432,7 @@ class StereoEngine:
         right = self.prepare(self.to_tensor(right_rgb))
         sync()
         t1 = time.perf_counter()
-        try:
-            out = self.forward(left, right, with_right, with_confidence)
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # give the next frame the memory this one held
-            raise EngineOutOfMemory(str(exc).splitlines()[0] if str(exc) else "CUDA out of memory") from exc
+        out = self.forward(left, right, with_right, with_confidence)
         sync()
         t2 = time.perf_counter()
         sh, sw = self.network_size(h, w)

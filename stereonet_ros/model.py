@@ -101,8 +101,10 @@ def resample(x: torch.Tensor, size: Tuple[int, int], *, src_stride: float, src_o
 
     gy, gx = axis(h, hs), axis(w, ws)
     grid = torch.stack([gx.view(1, w).expand(h, w), gy.view(h, 1).expand(h, w)], -1)
-    grid = grid.to(x.dtype).unsqueeze(0).expand(x.shape[0], h, w, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    grid = grid.unsqueeze(0).expand(x.shape[0], h, w, 2)
+    # fp32 sampling positions and values: in bf16 a position near x = 640 is off by ~1 px
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border",
+                         align_corners=True).to(x.dtype)
 
 
 def _conv_bn_lrelu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:

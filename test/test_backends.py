@@ -152,7 +152,7 @@ def test_onnxruntime_engine_matches_torch_on_default_model():
     left, right = shifted_pair(128, 256, disparity=24, seed=5)
     t, o = _engines("")
     a, b = t.infer(left, right), o.infer(left, right)
-    assert float(np.abs(a.disparity - 24).mean()) < 24  # a real model on a real texture
+    assert float(np.median(a.disparity[:, 40:-8])) == pytest.approx(24, abs=1.0)  # a trained model reads the plane
     _assert_same(a, b, right=False)
     assert b.disparity.dtype == np.float32 and b.disparity.shape == (128, 256)
 

@@ -208,3 +208,16 @@ def test_raw_calibration_next_to_rectified_images_is_no_warning():
     pr_neg[3] = +400 * 0.12
     assert camera_info_report(li, _info(d_raw, r_rot, pr_neg), (640, 480))[0] == 2
     assert camera_info_report(li, ri, (320, 240))[0] == 2
+
+
+def test_sgbm_holes_are_filled_from_the_left_then_from_the_right_at_a_row_start():
+    import numpy as np
+    from stereonet_ros.baseline import fill_holes_from_left
+    n = np.nan
+    d = np.array([[n, n, 3.0, n, 5.0, n],       # row start: first value to the right
+                  [1.0, n, n, 4.0, n, n],       # interior and trailing holes: value to the left
+                  [n, n, n, n, n, n]], np.float32)  # nothing to fill from
+    out = fill_holes_from_left(d)
+    np.testing.assert_array_equal(out[0], [3, 3, 3, 3, 5, 5])
+    np.testing.assert_array_equal(out[1], [1, 1, 1, 4, 4, 4])
+    assert np.isnan(out[2]).all() and np.isnan(d[0, 0])   # input untouched

@@ -67,7 +67,7 @@ def test_cross_entropy_on_a_hand_made_distribution():
     z = distribution_cross_entropy(c, gt, none, 4.0)
     z.backward()
     assert z.item() == 0.0 and torch.isfinite(c.grad).all()
-    assert target.sum() == 1.0
+    torch.testing.assert_close(distribution_target(gt, 4, 4.0).flatten(), target)
 
 
 def test_cross_entropy_gradient_survives_where_the_soft_argmin_gradient_vanishes():
@@ -366,3 +366,16 @@ def test_measure_scores_held_out_pairs_four_ways_through_the_engine(shared_layou
     assert cv2.imread(str(tmp_path / "fig" / figs[0])).shape[0] == 2 * 40   # two rows of panels
     md = markdown({"real_validation": res})
     assert "**mb2001** (1 pair)" in md and "SGBM, as published" in md
+
+
+def test_mixed_sources_keep_every_key_they_share(shared_layout):
+    """Right-view ground truth survives mixing when every source has it (synthetic +
+    synthetic), and is dropped, not half-present, when one source lacks it (real pairs)."""
+    from training.datasets import MixedStereo
+    cfg = SyntheticConfig(height=32, width=64, max_disparity=12.0)
+    a, b = SyntheticStereo(4, 0, cfg), SyntheticStereo(4, 100, cfg)
+    both = MixedStereo([a, b], [1.0, 1.0], 8)
+    assert "disp_right" in both[0] and "disp_right" in both[1]
+    real = FolderPairs(shared_layout)
+    mixed = MixedStereo([real, a], [1.0, 1.0], 8)
+    assert all(set(mixed[i]) == {"left", "right", "disp"} for i in range(8))

@@ -139,8 +139,8 @@ class StereoDataModule(pl.LightningDataModule):
         else:
             ds = FolderPairs(root, transform=tf,
                              families=hp.families if train else hp.val_families)
-            if hp.families is not None:
-                return self._family_split(ds, "train" if train else "val", root)
+            if hp.families is not None and split_role is not None:
+                return self._family_split(ds, split_role, root)
         if split_role is not None:
             n = len(ds)
             keep = [i for i in range(n) if (i % hp.val_every == 0) == (split_role == "val")]

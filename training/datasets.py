@@ -550,8 +550,6 @@ class MixedStereo(Dataset):
     ``length`` sets the epoch size, independent of the (small) real sets. Only the keys all
     sources share are kept, so they collate into one batch."""
 
-    KEYS = ("left", "right", "disp")
-
     def __init__(self, sources: Sequence[Dataset], weights: Sequence[float], length: int) -> None:
         if len(sources) != len(weights) or not sources:
             raise ValueError(f"need one weight per source, got {len(sources)} sources and {len(weights)} weights")
@@ -561,6 +559,7 @@ class MixedStereo(Dataset):
         total = float(sum(weights))
         self.bounds = np.cumsum([w / total for w in weights])
         self.length = int(length)
+        self.keys: Optional[Tuple[str, ...]] = None
 
     def __len__(self) -> int:
         return self.length
@@ -572,7 +571,12 @@ class MixedStereo(Dataset):
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         src = self.sources[self.source_of(index)]
         s = src[index % len(src)]  # type: ignore[arg-type]
-        return {k: s[k] for k in self.KEYS}
+        if self.keys is None:  # the keys every source gives, from one sample of each
+            keys = set(s)
+            for other in self.sources:
+                keys &= set(other[0])  # type: ignore[index]
+            self.keys = tuple(sorted(keys))
+        return {k: s[k] for k in self.keys}
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -342,7 +342,9 @@ def main(argv: Optional[list] = None) -> int:
                    help="SGBM's numDisparities: each pair's ground-truth range (its best case, "
                         "default) or the node's searched range")
     p.add_argument("--threads", type=int, default=0, help="CPU inference threads (0 = torch's)")
-    p.add_argument("--precision", default="fp32", help="engine precision: fp32 | bf16 | auto (node parameter)")
+    p.add_argument("--precision", default="fp32", help="engine precision: fp32 | bf16 | auto (the node "
+                   "parameter; the node's default auto is bf16 on CPUs with native bf16). Default fp32: "
+                   "the model card's tables, comparable across machines")
     p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
     p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")

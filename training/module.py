@@ -173,6 +173,11 @@ class StereoNetModule(pl.LightningModule):
         loaded = load_checkpoint(path)  # CheckpointError names the file and the problem
         # aligned_coarse changes no weight (only how the coarse level is resampled), so a
         # stage may switch it on over weights trained without it.
+        if loaded.config.aligned_coarse != self.config.aligned_coarse:
+            from lightning.pytorch.utilities import rank_zero_warn
+            rank_zero_warn(f"init_weights '{path}' was trained with aligned_coarse={loaded.config.aligned_coarse}; "
+                           f"this run uses {self.config.aligned_coarse} (the coarse level moves by 3.5 px at "
+                           "k=3, which the refiners re-learn): set model.aligned_coarse to choose")
         if replace(loaded.config, aligned_coarse=self.config.aligned_coarse) != self.config:
             raise ValueError(f"init_weights '{path}' has architecture {loaded.config.to_dict()}, "
                              f"but the model is configured as {self.config.to_dict()}")
