@@ -175,6 +175,15 @@ def input_publishers(node: Any, namespace: str = "", reliable: bool = True, dept
         ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
 
 
+def subscribed_input_publishers(node: Any, namespace: str = "", timeout: float = 10.0,
+                                **kw: Any) -> Dict[str, Any]:
+    """``input_publishers`` once an in-process node has subscribed to all four (asserted)."""
+    pubs = input_publishers(node, namespace, **kw)
+    assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), timeout), \
+        f"no subscriber on some of {[p.topic_name for p in pubs.values()]}"
+    return pubs
+
+
 def wait_node_subscribed(pubs: Dict[str, Any], proc: "NodeProcess", timeout: float = 90.0) -> None:
     """Wait until the node process subscribes to every input publisher.
 

@@ -126,13 +126,19 @@ def test_unpaired_queue_is_bounded(tmp_path):
     assert (rep.pairs, rep.unpaired_left, rep.unpaired_right) == (0, 20, 20)
 
 
-def test_unreadable_ground_truth_is_a_frame_problem_not_an_error(tmp_path):
-    topics = bag.StereoTopics()
-    with bag.BagWriter(tmp_path / "b", "sqlite3") as w:
-        left, right, gt = frame_arrays(0)
+def _frame_with_gt(path, storage, topics, left, right, gt_msg) -> None:
+    """A bag of one stereo frame at T0 whose ground-truth topic holds ``gt_msg``."""
+    with bag.BagWriter(path, storage) as w:
         bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", bag.make_camera_info(W, H, 100, 0.1),
                                bag.make_camera_info(W, H, 100, 0.1, right=True))
-        w.write(topics.gt_disparity, bag.make_image(np.zeros((H, W), np.uint8), "mono8", T0, "l"), T0)
+        w.write(topics.gt_disparity, gt_msg, T0)
+
+
+def test_unreadable_ground_truth_is_a_frame_problem_not_an_error(tmp_path):
+    topics = bag.StereoTopics()
+    left, right, _ = frame_arrays(0)
+    _frame_with_gt(tmp_path / "b", "sqlite3", topics, left, right,
+                   bag.make_image(np.zeros((H, W), np.uint8), "mono8", T0, "l"))
     rep = bag.PairingReport()
     (f,) = bag.read_stereo_frames(tmp_path / "b", report=rep)
     assert f.gt_disparity is None and "not 32FC1" in f.problems[0] and rep.gt_problems == 1
@@ -195,10 +201,7 @@ def test_disparity_image_ground_truth_follows_its_own_validity_rules(tmp_path):
     left, right, gt = frame_arrays(0)
     gt[2, 5] = -3.0                                   # below min_disparity 0: invalid
     msg = bag.make_disparity(gt, T0, "l", 100.0, 0.1, 0.0, 64.0, 1 / 16, valid_window=(2, 1, W - 2, H - 1))
-    with bag.BagWriter(tmp_path / "b", "mcap") as w:
-        bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", bag.make_camera_info(W, H, 100, 0.1),
-                               bag.make_camera_info(W, H, 100, 0.1, right=True))
-        w.write(topics.gt_disparity, msg, T0)
+    _frame_with_gt(tmp_path / "b", "mcap", topics, left, right, msg)
     (f,) = bag.read_stereo_frames(tmp_path / "b")
     assert not f.problems
     known = np.ones((H, W), bool)
@@ -210,11 +213,8 @@ def test_disparity_image_ground_truth_follows_its_own_validity_rules(tmp_path):
 
 def test_ground_truth_of_another_type_is_refused_naming_topic_and_type(tmp_path):
     topics = bag.StereoTopics()
-    with bag.BagWriter(tmp_path / "b", "sqlite3") as w:
-        left, right, _ = frame_arrays(0)
-        bag.write_stereo_frame(w, topics, T0, left, right, "rgb8", bag.make_camera_info(W, H, 100, 0.1),
-                               bag.make_camera_info(W, H, 100, 0.1, right=True))
-        w.write(topics.gt_disparity, bag.make_camera_info(W, H, 100, 0.1), T0)
+    left, right, _ = frame_arrays(0)
+    _frame_with_gt(tmp_path / "b", "sqlite3", topics, left, right, bag.make_camera_info(W, H, 100, 0.1))
     with pytest.raises(bag.BagError) as info:
         list(bag.read_stereo_frames(tmp_path / "b"))
     text = str(info.value)

@@ -15,6 +15,7 @@ from stereonet_ros.metrics import disparity_metrics
 from training.synthetic import SyntheticConfig, render_scene
 
 from helpers import Collector, Spinner, camera_infos, image_msg, wait_for
+from robust_helpers import subscribed_input_publishers
 
 SCENES = [2_000_000_000 + i for i in range(4)]   # never used by training (seeds < 10^6) or val (10^9+)
 CFG = SyntheticConfig(height=192, width=320, max_disparity=64)
@@ -29,18 +30,6 @@ def test_default_checkpoint_is_trained_and_documented():
     c = ck.config
     assert f"k={c.k}" in card and f"features={c.features}" in card and f"max_disparity={c.max_disparity}" in card
     assert DEFAULT_CHECKPOINT.stat().st_size < 5 * 2**20
-
-
-def _input_publishers(test):
-    """Reliable publishers of the node's four inputs, once the node has subscribed."""
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    pubs = {k: test.create_publisher(t, k, qos) for k, t in (
-        ("left/image_rect", Image), ("right/image_rect", Image),
-        ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))}
-    assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
-    return pubs
 
 
 PLANES = (4.0, 6.5, 12.0, 20.0, 28.25, 36.0, 44.0, 60.0, 75.5, 90.0, 105.0, 120.0)
@@ -64,7 +53,7 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     spin = Spinner(node, test)
     engine = StereoEngine(device="cpu", precision="auto", num_threads=1)  # the node's default
     try:
-        pubs = _input_publishers(test)
+        pubs = subscribed_input_publishers(test, "", reliable=True)
         errors = {}
         for i, d in enumerate(PLANES):
             left, right = fronto_parallel_pair(d, (h, w), seed=i)
@@ -104,7 +93,7 @@ def test_node_with_default_model_sees_depth(ros):
     col = Collector(test, "/default_model")
     spin = Spinner(node, test)
     try:
-        pubs = _input_publishers(test)
+        pubs = subscribed_input_publishers(test, "", reliable=True)
         model_epe, const_epe, densities = [], [], []
         for i, seed in enumerate(SCENES):
             sc = render_scene(seed, CFG)

@@ -18,7 +18,7 @@ import pytest
 from rclpy.parameter import Parameter
 
 from helpers import Collector, Spinner, camera_infos, image_msg, shifted_pair, to_encoding, wait_for
-from robust_helpers import PYTHON, ROOT, DiagReader, RosoutReader, input_publishers
+from robust_helpers import PYTHON, ROOT, DiagReader, RosoutReader, subscribed_input_publishers
 from stereonet_ros.params import SPECS
 
 W, H, FX, BASELINE = 96, 64, 200.0, 0.1
@@ -152,8 +152,7 @@ def test_no_input_warning_names_the_topics_never_received_and_stops_when_pairs_f
     ns = "/fd_quiet"
     node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, input_timeout_warning=1.0)
     try:
-        pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        pubs = subscribed_input_publishers(test, ns)
         left, _ = shifted_pair(H, W, 6, seed=1)
         li, _ = camera_infos(W, H, FX, BASELINE)
         pubs["left/camera_info"].publish(li)
@@ -195,8 +194,7 @@ def test_two_nodes_in_two_namespaces_keep_their_own_diagnostics(ros, tiny_checkp
     diag_a, diag_b = DiagReader(a[1]), DiagReader(b[1])
     try:
         assert diag_a.node_fqn == "/fd_diag_a/stereonet" and diag_b.node_fqn == "/fd_diag_b/stereonet"
-        pubs = input_publishers(a[1], "/fd_diag_a")
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        pubs = subscribed_input_publishers(a[1], "/fd_diag_a")
         stamp = 5 * 10**9
         while not a[3].count("disparity") and stamp < 5 * 10**9 + 20 * 10**8:  # re-sent until discovered
             _send_pair(pubs, stamp)
@@ -220,8 +218,7 @@ def test_16bit_depth_and_camera_infos_with_the_image_header(ros, tiny_checkpoint
     ns = "/fd_depth16"
     node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, depth_format="16UC1")
     try:
-        pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        pubs = subscribed_input_publishers(test, ns)
         stamp = 7 * 10**9
         # the camera_info is older than the images (drivers send it on its own): the copies
         # carry the image's stamp, so they pair with depth/confidence by exact stamp
@@ -256,8 +253,7 @@ def test_cloud_rate_limits_points2_by_image_stamp(ros, tiny_checkpoint):
     ns = "/fd_cloud"
     node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, cloud_rate=2.0)
     try:
-        pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        pubs = subscribed_input_publishers(test, ns)
         t0 = 100 * 10**9
         sent = [t0 + k * 10**8 for k in range(11)] + [t0 - 10**9]   # 0.0 .. 1.0 s, then a bag loop
         for s in sent:  # one at a time: none is dropped as an overrun
@@ -289,8 +285,7 @@ def test_outputs_are_computed_only_for_subscribers(ros, tiny_checkpoint):
     log = RosoutReader(test, logger_suffix="fd_lazy.stereonet")
     spin = Spinner(node, test)
     try:
-        pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10)
+        pubs = subscribed_input_publishers(test, ns)
         stamp = 3 * 10**9
         _send_pair(pubs, stamp)
         assert diag.wait_value("event no_subscriber", lambda v: int(v) >= 1), diag.values()
@@ -330,8 +325,7 @@ def test_node_runs_the_onnxruntime_backend_with_the_torch_backends_output(ros, t
     node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, backend="onnxruntime", precision="fp32")
     try:
         assert "via onnxruntime" in node.engine.describe()
-        pubs = input_publishers(test, ns)
-        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 10)
+        pubs = subscribed_input_publishers(test, ns)
         _send_pair(pubs, 10**9)
         assert wait_for(lambda: col.count("disparity") >= 1, 60), node.stats.snapshot()
         msg = col.msgs["disparity"][0]

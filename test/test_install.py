@@ -12,7 +12,6 @@ import ast
 import importlib.metadata
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import importlib.util
 
 import pytest
 
-from test_package import console_scripts, launch_calls
+from test_package import console_scripts, copy_checkout, launch_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("robot_wheelhouse", ROOT / "tools" / "robot_wheelhouse.py")
@@ -172,16 +171,6 @@ def test_launch_files_run_only_declared_packages():
             assert "rosbag2" in keys, f"{path.name} runs 'ros2 bag'"
 
 
-def _copy_tree(dst: Path) -> None:
-    """The repository's files (tracked and untracked-not-ignored), as colcon or pip would see a checkout."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-
-
 def test_a_fresh_robot_environment_runs_every_console_script(tmp_path):
     """A new virtual environment gets exactly the robot install: the pip stand-ins of
     package.xml's keys (what rosdep installs on a robot), ``-r requirements-robot.txt`` and
@@ -205,7 +194,7 @@ def test_a_fresh_robot_environment_runs_every_console_script(tmp_path):
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     src = tmp_path / "src"
-    _copy_tree(src)
+    copy_checkout(src)
     # --no-deps: the package's own install_requires must not bring in what the two files miss
     r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-build-isolation",
                         str(src)], env=env, capture_output=True, text=True, timeout=300)

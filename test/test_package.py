@@ -126,16 +126,22 @@ def test_rviz_config_shows_node_outputs():
     assert {t for _, t in shown} <= NODE_OUTPUTS
 
 
-def test_colcon_build_installs_node_launch_and_config(tmp_path):
-    colcon = shutil.which("colcon", path=str(Path(sys.executable).parent))
-    assert colcon, "colcon is installed by tools/setup_env.sh (colcon-common-extensions)"
-    src = tmp_path / "src" / "stereonet_ros"
+def copy_checkout(dst: Path) -> None:
+    """The repository's files (tracked and untracked-not-ignored) into ``dst``, as colcon or
+    pip would see a checkout."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
-            (src / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, src / f)
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+
+
+def test_colcon_build_installs_node_launch_and_config(tmp_path):
+    colcon = shutil.which("colcon", path=str(Path(sys.executable).parent))
+    assert colcon, "colcon is installed by tools/setup_env.sh (colcon-common-extensions)"
+    src = tmp_path / "src" / "stereonet_ros"
+    copy_checkout(src)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     r = subprocess.run([colcon, "build", "--packages-select", "stereonet_ros"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
