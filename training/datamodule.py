@@ -139,23 +139,16 @@ class StereoDataModule(pl.LightningDataModule):
         else:
             ds = FolderPairs(root, transform=tf,
                              families=hp.families if train else hp.val_families)
-            if hp.families is not None and split_role is not None:
-                return self._family_split(ds, split_role, root)
         if split_role is not None:
+            # One rule for every dataset (training.datasets.family_split). Without data.families
+            # all items count as one family: every val_every-th item is validation.
             n = len(ds)
-            keep = [i for i in range(n) if (i % hp.val_every == 0) == (split_role == "val")]
-            attr = "samples" if isinstance(ds, BagPairs) else "items"
-            setattr(ds, attr, [getattr(ds, attr)[i] for i in keep])
+            by_family = hp.families is not None and hasattr(ds, "families")  # folder datasets
+            fams = list(ds.families) if by_family else [name] * n  # type: ignore[attr-defined]
+            keep = family_split(fams, hp.families if by_family else [name], hp.val_every, split_role)
             if not keep:
                 raise ValueError(f"{name} split '{split_role}' of '{root}' is empty ({n} frames)")
-        return ds
-
-    def _family_split(self, ds: FolderPairs, role: str, root: str) -> FolderPairs:
-        keep = family_split(ds.families, self.hparams.families or (), self.hparams.val_every, role)
-        ds.items = [ds.items[i] for i in keep]
-        ds.families = [ds.families[i] for i in keep]
-        if not ds.items:
-            raise ValueError(f"folder split '{role}' of '{root}' is empty")
+            ds.keep(keep)  # type: ignore[attr-defined]
         return ds
 
     def setup(self, stage: Optional[str] = None) -> None:

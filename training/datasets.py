@@ -163,6 +163,10 @@ class StereoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def keep(self, indices: Sequence[int]) -> None:
+        """Keep only these items, in this order (a train/val split)."""
+        self.items = [self.items[i] for i in indices]
+
     def _check_nonempty(self, root: PathLike, expected: str) -> None:
         if not self.items:
             raise DatasetError(f"{self.name}: no samples found under '{root}'; expected {expected}")
@@ -387,6 +391,10 @@ class FolderPairs(StereoDataset):
             raise DatasetError(f"folder dataset '{root}' has no pair of families {list(families)}")
         self._check_nonempty(root, expected)
 
+    def keep(self, indices: Sequence[int]) -> None:
+        super().keep(indices)
+        self.families = [self.families[i] for i in indices]
+
     def _flat(self, base: Path, require_disp: bool) -> None:
         ldir, rdir, ddir = base / "left", base / "right", base / "disp"
         for left in sorted(ldir.iterdir()):
@@ -501,6 +509,10 @@ class BagPairs(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def keep(self, indices: Sequence[int]) -> None:
+        """Keep only these pairs, in this order (a train/val split)."""
+        self.samples = [self.samples[i] for i in indices]
 
     def load(self, index: int) -> Sample:
         return dict(self.samples[index])
