@@ -91,13 +91,14 @@ def distribution_cross_entropy(cost: torch.Tensor, gt: torch.Tensor, mask: torch
     Why: the soft-argmin's gradient ``p_i (d_i - E[d])`` vanishes once the distribution
     collapses onto one bin, so a disparity loss alone leaves the coarse output stuck on the
     ``step``-pixel grid; this term keeps mass on both neighbouring bins, i.e. sub-bin
-    precision. ``cost``: (B, D, h, w) at 1/step resolution, bilinearly upsampled to the
-    ground truth's (B, 1, H, W) size (sparse ground truth is then used exactly). Returns a
-    scalar (0 with a graph when no pixel is valid).
+    precision. ``cost``: (B, D, H, W), the coarse cost already resampled to the ground
+    truth's (B, 1, H, W) grid by the caller (``StereoNet.upsample_level`` knows where the
+    coarse pixels sit; sparse ground truth is then used exactly). Returns a scalar (0 with a
+    graph when no pixel is valid).
     """
     if cost.shape[-2:] != gt.shape[-2:]:
-        cost = torch.nn.functional.interpolate(cost, size=gt.shape[-2:], mode="bilinear",
-                                               align_corners=False)
+        raise ValueError(f"cost {tuple(cost.shape[-2:])} and ground truth {tuple(gt.shape[-2:])} differ in "
+                         "size: resample the cost with StereoNet.upsample_level first")
     logp = torch.log_softmax(-cost, dim=1)
     gt0 = torch.where(mask, gt, torch.zeros_like(gt))
     target = distribution_target(gt0, cost.shape[1], step, kind, laplace_scale)

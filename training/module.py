@@ -218,9 +218,7 @@ class StereoNetModule(pl.LightningModule):
         losses = {"loss_photo": photo, "loss_smooth": smooth,
                   "loss": hp.photo_weight * photo + hp.smooth_weight * smooth, "disparity": final}
         if use_lr:
-            levels = out["right_disparities"]
-            rd = self.model.upsample_level(levels[-1], len(levels) - 1, tuple(size))
-            losses["loss_lr"] = left_right_consistency_loss(final, rd)
+            losses["loss_lr"] = left_right_consistency_loss(final, out["right_disparity"])
             losses["loss"] = losses["loss"] + hp.lr_weight * losses["loss_lr"]
         labels = batch.get("disp")
         if hp.label_weight > 0 and labels is not None and bool(torch.isfinite(labels).any()):
