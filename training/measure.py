@@ -30,7 +30,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -99,35 +99,17 @@ def score_pair(engine: StereoEngine, left: np.ndarray, right: np.ndarray, gt: np
     return out, maps
 
 
-def read_pair(folder: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(left RGB uint8, right RGB uint8, gt float32 px with NaN = unknown) of a pair folder
-    in the shared layout (left.png, right.png, disparity.png = uint16 d*256, 0 = none)."""
-    from .datasets import read_disparity
-
-    def rgb(path: str) -> np.ndarray:
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise FileNotFoundError(f"cannot read image '{path}'")
-        if img.dtype != np.uint8:
-            img = (img / 257.0).astype(np.uint8)
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        return to_rgb8(img)
-
-    p = Path(folder)
-    left = next(str(f) for f in sorted(p.glob("left.*")))
-    right = next(str(f) for f in sorted(p.glob("right.*")))
-    disp = next(str(f) for f in sorted(p.glob("disparity.*")))
-    return rgb(left), rgb(right), read_disparity(disp)
-
-
-def validation_pairs(root: str, train_families: Sequence[str], val_every: int) -> List[Tuple[str, str]]:
-    """(family, folder) of every validation pair under ``root`` (the training split rule)."""
+def validation_pairs(root: str, train_families: Sequence[str], val_every: int
+                     ) -> Iterator[Tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(family, pair name, left RGB uint8, right RGB uint8, gt px with NaN = unknown) of every
+    validation pair under ``root``, read by the training loader (``FolderPairs``) and split
+    by the training rule (``family_split``)."""
     from .datasets import FolderPairs, family_split
 
     ds = FolderPairs(root, require_disp=True)
-    keep = family_split(ds.families, train_families, val_every, "val")
-    return [(ds.families[i], str(Path(ds.items[i][0]).parent)) for i in keep]
+    for i in family_split(ds.families, train_families, val_every, "val"):
+        s = ds.load(i)
+        yield ds.families[i], Path(ds.items[i][0]).parent.name, to_rgb8(s["left"]), to_rgb8(s["right"]), s["disp"]
 
 
 def figure(left: np.ndarray, gt: np.ndarray, maps: Dict[str, np.ndarray], max_disparity: float,
@@ -160,14 +142,12 @@ def real_validation(engine: StereoEngine, root: str, train_families: Sequence[st
     """Per-pair, per-family and overall metrics of :data:`METHODS` on the validation pairs."""
     maxd = float(engine.max_disparity)
     per_pair: List[Dict[str, Any]] = []
-    for fam, folder in validation_pairs(root, train_families, val_every):
-        left, right, gt = read_pair(folder)
+    for fam, name, left, right, gt in validation_pairs(root, train_families, val_every):
         m, maps = score_pair(engine, left, right, gt, maxd, sgbm_mode=sgbm_mode)
-        per_pair.append({"family": fam, "pair": os.path.basename(folder), **m})
+        per_pair.append({"family": fam, "pair": name, **m})
         if figures:
             os.makedirs(figures, exist_ok=True)
-            cv2.imwrite(os.path.join(figures, f"{os.path.basename(folder)}.png"),
-                        figure(left, gt, maps, maxd, os.path.basename(folder)))
+            cv2.imwrite(os.path.join(figures, f"{name}.png"), figure(left, gt, maps, maxd, name))
     fams = sorted({p["family"] for p in per_pair})
     summary = {fam: {k: _pair_mean([p[k] for p in per_pair if p["family"] == fam]) for k in METHODS}
                for fam in fams}
