@@ -40,6 +40,11 @@ class StereoNetConfig:
     # (3.5 px off at k = 3). True resamples the coarse level on its real grid; False keeps the
     # plain upsampling of checkpoints trained with it.
     aligned_coarse: bool = False
+    # What the refiners see besides the disparity and the reference image: StereoNet's refiners
+    # see only the reference view, so they can sharpen edges but cannot measure a sub-pixel
+    # error. True adds the other view warped by the current disparity, as its difference to
+    # the reference (a photometric residual: with the image's gradient, a local shift).
+    warp_refinement: bool = False
 
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):
@@ -262,7 +267,7 @@ class Refiner(nn.Module):
 
     def __init__(self, cin: int, ch: int) -> None:
         super().__init__()
-        self.head = _conv_bn_lrelu(cin + 1, ch)
+        self.head = _conv_bn_lrelu(cin + 1, ch)  # cin: image channels (+ residual channels)
         self.blocks = nn.Sequential(*[ResBlock(ch, d) for d in (1, 2, 4, 8, 1, 1)])
         self.out = nn.Conv2d(ch, 1, 3, 1, 1)
 
@@ -271,6 +276,38 @@ class Refiner(nn.Module):
         # the head's BatchNorm absorbs the input's scale.
         x = self.head(torch.cat([disp, image], 1))
         return F.relu(disp + self.out(self.blocks(x)))
+
+
+def warp_horizontal(image: torch.Tensor, disp: torch.Tensor, *, direction: int) -> torch.Tensor:
+    """``image`` (B, C, h, w) sampled at column ``x + direction * disp`` of each pixel (linear
+    interpolation along the row; outside the image the border column is held).
+
+    ``disp`` (B, 1, h, w) is in pixels of this resolution. direction -1 warps the right view
+    onto the left (a left pixel at x sees the right view at x - d), +1 the left onto the right.
+    A gather, not grid_sample: rows never mix, and positions stay fp32 under bf16 autocast
+    (a bf16 column near x = 300 is off by up to 1 px)."""
+    b, c, h, w = image.shape
+    cols = torch.arange(w, device=image.device, dtype=torch.float32).view(1, 1, 1, w)
+    pos = (cols + direction * disp.float()).clamp(0.0, w - 1.0)
+    # i0 stops at w - 2 so that x = w - 1 is i0 + 1 with weight 1, not an index past the end
+    i0 = pos.floor().long().clamp(0, max(w - 2, 0))
+    frac = pos - i0.float()
+    i1 = (i0 + 1).clamp(max=w - 1)
+    src = image.float()
+    v0 = torch.gather(src, 3, i0.expand(b, c, h, w))
+    v1 = torch.gather(src, 3, i1.expand(b, c, h, w))
+    return (v0 + frac * (v1 - v0)).to(image.dtype)
+
+
+def widen_refiner_heads(state: Dict[str, torch.Tensor], *, in_channels: int) -> Dict[str, torch.Tensor]:
+    """A state_dict of a model without ``warp_refinement`` made loadable into one with it: each
+    refiner head's convolution gets zero weights for the residual channels, so the widened
+    model computes exactly what the original did until training gives them weight."""
+    out = dict(state)
+    for name, w in state.items():
+        if name.startswith("refiners.") and name.endswith("head.0.weight") and w.shape[1] == in_channels + 1:
+            out[name] = torch.cat([w, w.new_zeros(w.shape[0], in_channels, *w.shape[2:])], 1)
+    return out
 
 
 def keep_refiners(model: StereoNet, n: int) -> StereoNet:
@@ -378,7 +415,8 @@ class StereoNet(nn.Module):
         c = self.config
         self.features = FeatureExtractor(c.in_channels, c.features, c.k)
         self.cost_filter = CostFilter(c.features)
-        self.refiners = nn.ModuleList([Refiner(c.in_channels, c.features) for _ in range(c.num_refiners)])
+        seen = c.in_channels * (2 if c.warp_refinement else 1)
+        self.refiners = nn.ModuleList([Refiner(seen, c.features) for _ in range(c.num_refiners)])
 
     @property
     def divisor(self) -> int:
@@ -400,16 +438,25 @@ class StereoNet(nn.Module):
         stride, offset = self.level_grid(level)
         return resample(x, size, src_stride=stride, src_offset=offset, dst_stride=dst_stride)
 
-    def _pyramid(self, coarse: torch.Tensor, image: torch.Tensor) -> List[torch.Tensor]:
+    def _pyramid(self, coarse: torch.Tensor, image: torch.Tensor, other: torch.Tensor,
+                 direction: int) -> List[torch.Tensor]:
+        """Refine ``coarse`` (disparities of ``image``; ``other`` is the second view, found at
+        ``x + direction * d``) level by level; returns [coarse, refined levels...]."""
         out = [coarse]
         disp = coarse
         k = self.config.k
+
+        def at(x: torch.Tensor, scale: int, h: int, w: int) -> torch.Tensor:
+            return x if scale == 1 else F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
         for i, refiner in enumerate(self.refiners):
             scale = 2 ** (k - i - 1)
             h, w = image.shape[-2] // scale, image.shape[-1] // scale
             disp = self.upsample_level(disp, i, (h, w), dst_stride=scale)
-            img = image if scale == 1 else F.interpolate(image, size=(h, w), mode="bilinear",
-                                                         align_corners=False)
+            img = at(image, scale, h, w)
+            if self.config.warp_refinement:
+                warped = warp_horizontal(at(other, scale, h, w), disp / scale, direction=direction)
+                img = torch.cat([img, img - warped], 1)
             disp = refiner(disp, img)
             out.append(disp)
         return out
@@ -447,7 +494,7 @@ class StereoNet(nn.Module):
                              f"got {self.cost_volume!r}") from None
         cost = self.cost_filter(volume(fl, fr, d, direction=-1))
         coarse, prob = soft_argmin(cost, step)
-        pyr = self._pyramid(coarse, left) if refine else [coarse]
+        pyr = self._pyramid(coarse, left, right, -1) if refine else [coarse]
         result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], len(pyr) - 1, (h, w))}
         if with_cost:
             result["cost"] = cost
@@ -457,7 +504,7 @@ class StereoNet(nn.Module):
         if with_right:
             cost_r = self.cost_filter(volume(fr, fl, d, direction=+1))
             coarse_r, _ = soft_argmin(cost_r, step)
-            pyr_r = self._pyramid(coarse_r, right) if refine else [coarse_r]
+            pyr_r = self._pyramid(coarse_r, right, left, +1) if refine else [coarse_r]
             result["right_disparities"] = pyr_r
             result["right_disparity"] = self._full(pyr_r[-1], len(pyr_r) - 1, (h, w))
             if with_cost:

@@ -214,3 +214,50 @@ def test_engine_turns_a_device_out_of_memory_into_its_typed_error(tiny_checkpoin
     with pytest.raises(RuntimeError, match="CUDNN") as info:
         eng.infer(img, img)
     assert not isinstance(info.value, EngineOutOfMemory)
+
+
+@pytest.mark.parametrize("direction", [-1, 1])
+def test_warp_horizontal_undoes_a_known_sub_pixel_shift(direction):
+    """A row of sin(x / 3) seen d = 4.3 px further along: warping it back by d gives the row
+    (linear interpolation of sin(x/3): within 1/8 * 1/9 = 0.014), and positions past the border hold
+    the border column."""
+    from stereonet_ros.model import warp_horizontal
+    w, d = 64, 4.3
+    x = torch.arange(w, dtype=torch.float32)
+    ref = torch.sin(x / 3).view(1, 1, 1, w).expand(2, 3, 5, w)
+    other = torch.sin((x - direction * d) / 3).view(1, 1, 1, w).expand(2, 3, 5, w).contiguous()
+    back = warp_horizontal(other, torch.full((2, 1, 5, w), d), direction=direction)
+    inner = slice(6, w - 6)
+    torch.testing.assert_close(back[..., inner], ref[..., inner], atol=0.014, rtol=0)
+    edge = 0 if direction < 0 else w - 1
+    assert torch.equal(back[..., edge], other[..., edge])
+    # bf16 input: positions stay fp32 (bf16 spaces columns near x = 600 by 4 px, a sin(x/3)
+    # read there would be off by up to ~0.6); only the values' bf16 rounding (1/128) remains
+    x = torch.arange(640, dtype=torch.float32)
+    row = torch.sin(x / 3).view(1, 1, 1, 640)
+    disp = torch.full((1, 1, 1, 640), 4.3)
+    fp32 = warp_horizontal(row, disp, direction=-1)
+    bf16 = warp_horizontal(row.bfloat16(), disp.bfloat16(), direction=-1)
+    assert bf16.dtype == torch.bfloat16
+    assert float((bf16.float() - fp32)[..., 500:].abs().max()) < 0.03
+
+def test_warp_refinement_widened_from_plain_weights_computes_the_same_and_learns(tiny_checkpoint):
+    """Zero weights on the new residual channels: the widened model equals the plain one at
+    the start, and the residual channels get a gradient (training can use them)."""
+    from stereonet_ros.model import widen_refiner_heads
+    torch.manual_seed(0)
+    plain_cfg = StereoNetConfig(k=3, features=8, max_disparity=64, refinement_levels=2)
+    plain = StereoNet(plain_cfg).eval()
+    warped = StereoNet(StereoNetConfig(**{**plain_cfg.to_dict(), "warp_refinement": True})).eval()
+    with pytest.raises(RuntimeError):  # plain weights do not fit without widening
+        warped.load_state_dict(plain.state_dict())
+    warped.load_state_dict(widen_refiner_heads(plain.state_dict(), in_channels=3))
+    left, right = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(warped(left, right, with_right=True)["disparity"],
+                                   plain(left, right, with_right=True)["disparity"])
+    warped.train()
+    warped(left, right)["disparity"].mean().backward()
+    head = warped.refiners[0].head[0].weight
+    assert head.shape[1] == 1 + 3 + 3
+    assert float(head.grad[:, 4:].abs().sum()) > 0

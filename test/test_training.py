@@ -154,6 +154,23 @@ def test_init_weights_starts_from_a_checkpoint_and_rejects_another_architecture(
         StereoNetModule(**TINY, mean=[0.4] * 3, init_weights=str(path))
 
 
+def test_init_weights_switches_warp_refinement_on_without_changing_the_model(tmp_path):
+    """A checkpoint trained without warp_refinement starts a run with it: the refiners' new
+    input channels are zero-weighted, so the first forward equals the loaded model's; the
+    reverse (dropping trained residual channels) is refused."""
+    from stereonet_ros.checkpoint import save_weights
+    torch.manual_seed(3)
+    plain = StereoNetModule(**TINY, warp_refinement=False).eval()
+    path = save_weights(tmp_path / "plain.pt", plain.model, plain.normalization, {"note": "test"})
+    widened = StereoNetModule(**TINY, warp_refinement=True, init_weights=str(path)).eval()
+    left, right = torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(widened(left, right)["disparity"], plain(left, right)["disparity"])
+    wpath = save_weights(tmp_path / "warp.pt", widened.model, widened.normalization, {"note": "test"})
+    with pytest.raises(ValueError, match="architecture"):
+        StereoNetModule(**TINY, warp_refinement=False, init_weights=str(wpath))
+
+
 def test_measure_knobs_score_each_node_setting_through_the_engine(tiny_checkpoint):
     from training.measure import KNOBS, knob_costs
     rows = knob_costs(load_checkpoint(tiny_checkpoint), n_synthetic=1, seed_base=10**9, size=(64, 128), runs=1)

@@ -15,6 +15,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from stereonet_ros.model import warp_horizontal
+
 # Within this distance of alpha = 0 or 2 the general formula loses precision (0/0); use the
 # closed-form limit there instead (the function is continuous in alpha).
 _ALPHA_EPS = 1e-6
@@ -115,14 +117,9 @@ def warp_by_disparity(source: torch.Tensor, disp: torch.Tensor, direction: int =
     (x_r = x_l - d); ``+1`` the right view from the left with a right disparity. Returns the
     warped image and the (B, 1, H, W) mask of pixels whose source column is inside the image.
     """
-    b, _, h, w = source.shape
-    xs = torch.arange(w, device=source.device, dtype=source.dtype).view(1, 1, 1, w)
-    ys = torch.arange(h, device=source.device, dtype=source.dtype).view(1, 1, h, 1)
-    x_src = xs + direction * disp
-    gx = 2.0 * x_src / max(w - 1, 1) - 1.0
-    gy = (2.0 * ys / max(h - 1, 1) - 1.0).expand_as(gx)
-    grid = torch.cat([gx, gy], 1).permute(0, 2, 3, 1)
-    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    w = source.shape[-1]
+    warped = warp_horizontal(source, disp, direction=direction)
+    x_src = torch.arange(w, device=source.device, dtype=disp.dtype).view(1, 1, 1, w) + direction * disp
     inside = ((x_src >= 0) & (x_src <= w - 1)).to(source.dtype)
     return warped, inside
 

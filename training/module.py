@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from stereonet_ros.checkpoint import Normalization, load_checkpoint, metadata
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
-from stereonet_ros.model import StereoNet, StereoNetConfig
+from stereonet_ros.model import StereoNet, StereoNetConfig, widen_refiner_heads
 
 from .loss import (distribution_cross_entropy, left_right_consistency_loss, photometric_loss,
                    robust_loss, smoothness_loss)
@@ -100,7 +100,8 @@ class StereoNetModule(pl.LightningModule):
     """Thin Lightning wrapper: ``self.model`` is a plain :class:`StereoNet`.
 
     Args (all plain values, stored as hyper-parameters):
-        in_channels, k, max_disparity, features, refinement_levels, aligned_coarse:
+        in_channels, k, max_disparity, features, refinement_levels, aligned_coarse,
+        warp_refinement:
             ``StereoNetConfig`` (max_disparity in full-resolution pixels, exclusive).
         mean, std: input normalisation per channel on [0, 1] pixels (None = 0.5 / 0.25).
         loss_alpha, loss_c: Barron loss shape and scale (pixels); paper: 1 and 2.
@@ -131,7 +132,7 @@ class StereoNetModule(pl.LightningModule):
 
     def __init__(self, in_channels: int = 3, k: int = 3, max_disparity: int = 192,
                  features: int = 16, refinement_levels: Optional[int] = None,
-                 aligned_coarse: bool = True,
+                 aligned_coarse: bool = True, warp_refinement: bool = True,
                  mean: Optional[List[float]] = None, std: Optional[List[float]] = None,
                  loss_alpha: float = 1.0, loss_c: float = 2.0, right_weight: float = 1.0,
                  level_weights: Optional[List[float]] = None, zero_is_invalid: bool = False,
@@ -152,7 +153,7 @@ class StereoNetModule(pl.LightningModule):
         self.save_hyperparameters()
         self.config = StereoNetConfig(in_channels=in_channels, k=k, max_disparity=max_disparity,
                                       features=features, refinement_levels=refinement_levels,
-                                      aligned_coarse=aligned_coarse)
+                                      aligned_coarse=aligned_coarse, warp_refinement=warp_refinement)
         self.model = StereoNet(self.config)
         default = Normalization()
         self.normalization = Normalization(
@@ -178,13 +179,20 @@ class StereoNetModule(pl.LightningModule):
             rank_zero_warn(f"init_weights '{path}' was trained with aligned_coarse={loaded.config.aligned_coarse}; "
                            f"this run uses {self.config.aligned_coarse} (the coarse level moves by 3.5 px at "
                            "k=3, which the refiners re-learn): set model.aligned_coarse to choose")
-        if replace(loaded.config, aligned_coarse=self.config.aligned_coarse) != self.config:
+        # warp_refinement may be switched on over weights trained without it: the refiners'
+        # new input channels start at zero weight, so training starts from the loaded model.
+        widen = self.config.warp_refinement and not loaded.config.warp_refinement
+        if replace(loaded.config, aligned_coarse=self.config.aligned_coarse,
+                   warp_refinement=loaded.config.warp_refinement or widen) != self.config:
             raise ValueError(f"init_weights '{path}' has architecture {loaded.config.to_dict()}, "
                              f"but the model is configured as {self.config.to_dict()}")
         if loaded.normalization.to_dict() != self.normalization.to_dict():
             raise ValueError(f"init_weights '{path}' was trained with normalisation "
                              f"{loaded.normalization.to_dict()}, the model uses {self.normalization.to_dict()}")
-        self.model.load_state_dict(loaded.model.state_dict())
+        state = loaded.model.state_dict()
+        if widen:
+            state = widen_refiner_heads(state, in_channels=self.config.in_channels)
+        self.model.load_state_dict(state)
 
     # ------------------------------------------------------------------ forward
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
