@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from . import bag
+from .engine_config import EngineConfig
 from .figures import label, text_tile
 from .metrics import disparity_metrics, mean_metrics, metrics_line
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair
@@ -445,13 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stereonet-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="ROS 2 bag (sqlite3/mcap folder or file), ROS 1 .bag, or folder with left/ right/")
-    p.add_argument("--checkpoint", default="", help="checkpoint ('' = bundled default)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--input-scale", type=float, default=1.0)
-    p.add_argument("--max-disparity", type=float, default=0.0)
-    p.add_argument("--refiners", type=int, default=-1, help="refinement levels kept (-1 = all)")
-    p.add_argument("--num-threads", type=int, default=0)
+    EngineConfig.add_arguments(p)
     add_topic_args(p)
     p.add_argument("--fx", type=float, default=0.0, help="folder input: focal length in px")
     p.add_argument("--baseline", type=float, default=0.0, help="folder input: baseline in m")
@@ -472,11 +467,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Console entry ``stereonet-eval``; exit 2 on a bad input/config, 1 if no frame processed."""
     a = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
-    from .engine import EngineConfigError, StereoEngine
+    from .engine import EngineConfigError
     try:
-        engine = StereoEngine(a.checkpoint, a.device, a.precision, a.input_scale, a.max_disparity, a.num_threads,
-                              refiners=a.refiners)
-    except (CheckpointError, EngineConfigError) as exc:
+        engine = EngineConfig.from_args(a).build()
+    except (ValueError, CheckpointError, EngineConfigError) as exc:
         print(f"stereonet-eval: cannot load the model: {exc}", file=sys.stderr)
         return 2
     pairing = bag.PairingReport()

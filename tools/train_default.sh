@@ -28,6 +28,6 @@ mv runs/default runs/default_stage3
 cfg+=(--config config/train_default_stage4.yaml)
 $py -m training.cli fit "${cfg[@]}" "${extra[@]}"
 $py -m training.cli export --checkpoint runs/default/checkpoints/final.ckpt --output runs/default/stereonet_default.pt
-$py -m training.measure --checkpoint runs/default/stereonet_default.pt --threads 1 \
+$py -m training.measure --checkpoint runs/default/stereonet_default.pt --num-threads 1 \
     --figures runs/default/figures --json runs/default/measure.json
 echo "[train-default] weights: runs/default/stereonet_default.pt (copy to stereonet_ros/weights/ to ship)"

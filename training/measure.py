@@ -38,6 +38,7 @@ import numpy as np
 from stereonet_ros.baseline import fill_holes_from_left, sgbm_disparity
 from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
 from stereonet_ros.engine import StereoEngine
+from stereonet_ros.engine_config import EngineConfig
 from stereonet_ros.figures import label
 from stereonet_ros.messages import colorize_disparity
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
@@ -305,7 +306,6 @@ def _header() -> str:
 
 def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="", help="weights file or Lightning .ckpt (default: bundled)")
     p.add_argument("--data", default="../shared/data/real_stereo",
                    help="folder of real pairs with ground truth, one folder per pair ('' = skip)")
     p.add_argument("--train-families", default="kitti2012",
@@ -321,10 +321,10 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--sgbm-range", choices=("gt", "model"), default="gt",
                    help="SGBM's numDisparities: each pair's ground-truth range (its best case, "
                         "default) or the node's searched range")
-    p.add_argument("--threads", type=int, default=0, help="CPU inference threads (0 = torch's)")
-    p.add_argument("--precision", default="fp32", help="engine precision: fp32 | bf16 | auto (the node "
-                   "parameter; the node's default auto is bf16 on CPUs with native bf16). Default fp32: "
-                   "the model card's tables, comparable across machines")
+    # The node's engine settings; default precision fp32 (the node's auto is bf16 on CPUs with
+    # native bf16): the model card's tables, comparable across machines.
+    EngineConfig.add_arguments(p, only=("checkpoint", "precision", "num_threads", "input_scale", "refiners"),
+                               precision="fp32")
     p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
     p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
@@ -333,7 +333,7 @@ def main(argv: Optional[list] = None) -> int:
     if a.figures is None and a.json:
         a.figures = os.path.join(os.path.dirname(os.path.abspath(a.json)), "figures")
     ck = load_checkpoint(a.checkpoint)
-    engine = StereoEngine(loaded=ck, device="cpu", precision=a.precision, num_threads=a.threads)
+    engine = EngineConfig.from_args(a, device="cpu").build(loaded=ck)
     res: Dict[str, Any] = {"checkpoint": ck.path, "config": ck.config.to_dict(), "engine": engine.describe(),
                            "sgbm_range": a.sgbm_range}
     print(f"engine: {engine.describe()}")
