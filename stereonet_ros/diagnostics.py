@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from .stats import DROP_REASONS, EVENTS, status_name
 
+#: The four inputs, relative names (remappable), in the order the no-input warning lists them.
 INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 _LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
 
@@ -21,6 +22,22 @@ _LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
 def fell_back_to_cpu(requested: str, engine: Any) -> bool:
     """CUDA was asked for, but the engine runs on the CPU (``resolve_device``'s fallback)."""
     return requested.strip().lower() not in ("auto", "cpu") and engine.device.type == "cpu"
+
+
+def no_input_text(idle_s: float, topics: Dict[str, str], received: Dict[str, int], sync_mode: str,
+                  sync_slop: float) -> str:
+    """The no-input warning: no pair for ``idle_s`` seconds. Names the resolved inputs
+    (``topics``: INPUT_TOPICS key -> resolved name) and those never received (``received``:
+    counts by key), the first-day questions being 'is it remapped right?' and 'does the
+    camera publish at all?'."""
+    never = [topics[t] for t in INPUT_TOPICS if not received.get(t)]
+    text = (f"no stereo pair for {idle_s:.0f} s on {topics['left/image_rect']} + {topics['right/image_rect']} "
+            f"(camera_info {topics['left/camera_info']}, {topics['right/camera_info']}); ")
+    if never:
+        return text + (f"never received: {', '.join(never)} (check the remappings, the namespace and that "
+                       "the camera publishes: ros2 topic info -v <topic>)")
+    return text + ("every input has been received, but no left/right images paired lately: the camera "
+                   f"stopped, or left/right stamps differ (sync_mode {sync_mode}, sync_slop {sync_slop:g} s)")
 
 
 def _kv(key: Any, value: Any) -> KeyValue:

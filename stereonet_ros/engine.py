@@ -404,6 +404,13 @@ class StereoEngine:
             return fn(left, right, with_right=with_right, with_confidence=with_confidence,
                       candidates=self.candidates)
 
+    def warm_up(self, height: int, width: int, *, with_right: bool = False) -> None:
+        """Run one grey frame of (height, width) native pixels, so that the first real frame of
+        that size pays no one-time cost (oneDNN kernel selection, an onnxruntime graph export
+        or cache load, CUDA context). Raises what :meth:`infer` raises."""
+        grey = np.full((int(height), int(width), 3), 128, np.uint8)
+        self.infer(grey, grey, with_confidence=True, with_right=with_right)
+
     def infer(self, left_rgb: np.ndarray, right_rgb: np.ndarray, with_confidence: bool = True,
               with_right: bool = False) -> EngineResult:
         """Disparity for one rectified pair of (H, W, 3) RGB images: float32 in [0, 1], or

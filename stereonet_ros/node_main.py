@@ -1,16 +1,19 @@
-"""Entry point of the ``stereonet_node`` console script (``ros2 run``, launch files).
+"""Entry point of the ``stereonet_node`` console script (``ros2 run``, launch files) and of
+``python -m stereonet_ros.node``: the process's life around one :class:`StereoNetNode`.
 
 It answers ``--help`` (and refuses arguments of its own it does not know) before anything
-of ROS starts, then installs the early SIGINT/SIGTERM handling *before* the node module's
-heavy imports (rclpy, torch: seconds), as ``python -m stereonet_ros.node`` does at its top,
-so a stop request during start-up ends the process with 0 instead of being swallowed by
-torch's import.
+of ROS starts, and installs its SIGINT/SIGTERM handling *before* the node module's heavy
+imports (rclpy, torch: seconds): a stop request during start-up ends the process with 0
+instead of being swallowed by torch's import (which eats a KeyboardInterrupt raised in it).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import List, Optional
+
+_early_stop: List[int] = []   # signals received before rclpy took over SIGINT/SIGTERM
 
 
 def own_arguments_exit(argv: Optional[List[str]] = None) -> Optional[int]:
@@ -37,17 +40,50 @@ def own_arguments_exit(argv: Optional[List[str]] = None) -> Optional[int]:
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    early: List[int] = []
+    """Run the node until SIGINT/SIGTERM (exit 0); exit code 2 on a configuration error."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: early.append(signum))
+        signal.signal(sig, lambda signum, _frame: _early_stop.append(signum))
     code = own_arguments_exit(args)
     if code is not None:
         return code
-    from . import node  # seconds: rclpy, torch
-    for sig in (signal.SIGINT, signal.SIGTERM):  # hand over first, then copy: none lost between
-        signal.signal(sig, node._record_early_signal)
-    node._early_stop.extend(early)
-    return node.main(args)
+    import rclpy  # seconds, with the node's torch
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from .node import StartupError, StereoNetNode
+    if _early_stop:  # stopped while still importing
+        return 0
+    try:
+        rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handling from here on
+    except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
+        print(f"[FATAL] [stereonet]: cannot start: bad command line or parameters file: "
+              f"{type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    node = None
+    try:
+        if _early_stop:
+            return 0
+        node = StereoNetNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except StartupError:  # the constructor has logged the reason
+        # Nothing was started, so nothing needs an orderly stop: leave at once with 2 and skip
+        # the DDS participant teardown (which can abort inside Fast DDS after a failed start).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise  # a bug, not a stop request: keep the traceback
+        # SIGINT/SIGTERM shut the context down while the node was being built; whatever rcl
+        # call failed on the invalid context is the stop request itself. Exit 0.
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":

@@ -123,7 +123,6 @@ SPECS: Dict[str, ParamSpec] = {
     "sync_mode": ParamSpec("exact", "exact | approximate stamp matching of left/right images", _choice("exact", "approximate")),
     "sync_slop": ParamSpec(0.01, "approximate-sync tolerance in seconds", _range(0.0, 10.0)),
     "queue_size": ParamSpec(10, "images kept per side while waiting for a partner", _range(1, 1000)),
-    "sync_backend": ParamSpec("builtin", "builtin (counts every unpaired image as a drop) | message_filters (ROS synchronizer when installed; does not count unpaired images) | auto (message_filters when importable)", _choice("auto", "message_filters", "builtin")),
     "camera_info_timeout": ParamSpec(5.0, "seconds after which a camera_info is stale (0 = never)", _range(0.0)),
     "publish_disparity": ParamSpec(True, "publish stereo_msgs/DisparityImage on 'disparity'"),
     "publish_depth": ParamSpec(True, "publish depth on 'depth' (format: depth_format) with 'depth/camera_info'"),

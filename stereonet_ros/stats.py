@@ -33,6 +33,8 @@ EVENTS: Dict[str, str] = {
     "camera_info_warning": "left/right rectified intrinsics (fy, cy) disagree: not one rectified pair",
     "device_fallback": "CUDA requested but unavailable; running on the CPU",
     "parameter_rejected": "a runtime parameter change was rejected (the old value stays in use)",
+    "engine_swap_failed": "a new model (checkpoint, device, backend...) was accepted but failed to start; "
+                          "the old one keeps running and its parameters are restored",
     "no_subscriber": "a pair left unprocessed: no output has a subscriber (not a drop; the network runs "
                      "again as soon as one subscribes)",
 }

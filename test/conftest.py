@@ -40,3 +40,10 @@ def ros(ros_domain):
     rclpy.init(domain_id=ros_domain)
     yield rclpy
     rclpy.try_shutdown()
+
+
+@pytest.fixture()
+def private_onnx_cache(tmp_path, monkeypatch):
+    """onnxruntime graphs of this test in its own cache directory."""
+    from stereonet_ros.backends.graph_cache import CACHE_ENV
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))

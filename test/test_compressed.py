@@ -108,7 +108,7 @@ def test_node_decodes_png_and_jpeg_counts_undecodable_pairs_and_follows_remaps(r
     remap = ["--ros-args", "-r", "left/image_rect:=cam_left/image_rect", "-r", "right/image_rect:=cam_right/image_rect"]
     node, test, col, spin, ns = start(ros, tiny_checkpoint, cli_args=remap, image_transport="compressed")
     try:
-        assert node._topics["left/image_rect"] == f"{ns}/cam_left/image_rect/compressed"
+        assert node.inputs.resolved()["left/image_rect"] == f"{ns}/cam_left/image_rect/compressed"
         subscribed = {name for name, types in node.get_topic_names_and_types()
                       if "sensor_msgs/msg/CompressedImage" in types}
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -150,7 +150,7 @@ def test_node_decodes_png_and_jpeg_counts_undecodable_pairs_and_follows_remaps(r
 
         # back to raw at run time: Image on the remapped raw topics
         assert node.set_parameters([Parameter("image_transport", value="raw")])[0].successful
-        assert node._topics["left/image_rect"] == f"{ns}/cam_left/image_rect"
+        assert node.inputs.resolved()["left/image_rect"] == f"{ns}/cam_left/image_rect"
         raw = {"l": test.create_publisher(Image, f"{ns}/cam_left/image_rect", qos),
                "r": test.create_publisher(Image, f"{ns}/cam_right/image_rect", qos)}
         assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in raw.values()), 10)

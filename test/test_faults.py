@@ -80,7 +80,7 @@ class Suite:
         is judged against it (the topics are independent)."""
         def held() -> bool:  # by stamp (unique per send): a NaN field never compares equal
             return all(m is not None and m.header.stamp == i.header.stamp
-                       for (m, _), i in zip((self.node._infos["left"], self.node._infos["right"]), infos))
+                       for m, i in zip((self.node.cameras.latest("left"), self.node.cameras.latest("right")), infos))
 
         for _ in range(10):  # the inputs are best effort: re-send if one was lost
             self.pubs["left/camera_info"].publish(infos[0])
@@ -276,7 +276,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     # image (a left without partner) is discarded and counted as unpaired.
     t_end = s.next_stamp(5.0)
     s.pubs["left/image_rect"].publish(image_msg(rgb_l, "rgb8", t_end))
-    assert wait_for(lambda: s.node.pairer.pending() == (1, 0), 5)
+    assert wait_for(lambda: s.node.inputs.pairer.pending() == (1, 0), 5)
     s.stamp -= 60 * 10**9
     before = s.diag.int_value("event stamp_backwards")
     s.good_pair()
@@ -284,7 +284,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     assert s.diag.wait_value("dropped unpaired", lambda v: int(v) == s.expect["unpaired"])
     assert s.diag.wait_value("event stamp_backwards", lambda v: int(v) == before + 1)
     assert s.log.wait("stereo stamps went backwards")
-    assert s.node.pairer.pending() == (0, 0)
+    assert s.node.inputs.pairer.pending() == (0, 0)
 
     # A CUDA out-of-memory on a frame (injected) drops that frame only; so does any other
     # network failure. The injected engine is the real one otherwise.

@@ -114,15 +114,15 @@ def test_known_qos_override_and_use_sim_time_are_accepted_and_stay_on_their_topi
     node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, **{qos: "reliable", "use_sim_time": False})
     try:
         assert node.get_parameter(qos).value == "reliable"
-        left_info, right_info = node._info_subs
+        left_info, right_info = node.inputs.info_subs
         assert left_info.qos_profile.reliability.name == "RELIABLE"
-        others = [right_info, *node._image_subs]
+        others = [right_info, *node.inputs.image_subs]
         assert [s.qos_profile.reliability.name for s in others] == ["BEST_EFFORT"] * 3
     finally:
         _stop(node, test, spin)
     later = _start(ros, tiny_checkpoint, "/fd_qos_later")   # a node created after it in this process
     try:
-        subs = [*later[0]._info_subs, *later[0]._image_subs]
+        subs = [*later[0].inputs.info_subs, *later[0].inputs.image_subs]
         assert [s.qos_profile.reliability.name for s in subs] == ["BEST_EFFORT"] * 4
     finally:
         _stop(later[0], later[1], later[4])
@@ -298,14 +298,14 @@ def test_outputs_are_computed_only_for_subscribers(ros, tiny_checkpoint):
         rmsg = image_msg(to_encoding(right, "rgb8"), "rgb8", stamp, "right_optical")
         got: Dict[str, List[Any]] = {"disparity": [], "points2": [], "confidence": []}
         test.create_subscription(DisparityImage, f"{ns}/disparity", got["disparity"].append, 10)
-        assert wait_for(lambda: node.pub_disp.get_subscription_count() == 1, 10)
+        assert wait_for(lambda: node.outputs.disp.get_subscription_count() == 1, 10)
         out = node.process(lmsg, rmsg)
         assert out is not None and out.points is None and out.confidence is None
         assert log.wait("an output has a subscriber: processing pairs", 5)
         test.create_subscription(PointCloud2, f"{ns}/points2", got["points2"].append, 10)
         test.create_subscription(Image, f"{ns}/confidence", got["confidence"].append, 10)
-        assert wait_for(lambda: node.pub_points.get_subscription_count() == 1
-                        and node.pub_conf.get_subscription_count() == 1, 10)
+        assert wait_for(lambda: node.outputs.points.get_subscription_count() == 1
+                        and node.outputs.conf.get_subscription_count() == 1, 10)
         out = node.process(lmsg, rmsg)
         assert out is not None and out.points is not None and out.confidence is not None
         assert wait_for(lambda: len(got["points2"]) == 1 and len(got["confidence"]) == 1, 10)
@@ -338,9 +338,3 @@ def test_node_runs_the_onnxruntime_backend_with_the_torch_backends_output(ros, t
         np.testing.assert_allclose(got[valid], ref[valid], atol=1e-3)
     finally:
         _stop(node, test, spin)
-
-
-@pytest.fixture()
-def private_onnx_cache(tmp_path, monkeypatch):
-    from stereonet_ros.backends.graph_cache import CACHE_ENV
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))

@@ -36,7 +36,7 @@ ROSDEP_PYTHON_MODULES = {"python3-numpy": "numpy", "python3-opencv": "cv2", "pyt
                          "python3-pytest": "pytest"}
 
 #: Keys whose module may be missing at run time: the code imports it inside try/except ImportError.
-OPTIONAL_MODULES = {"message_filters"}
+OPTIONAL_MODULES: set = set()
 
 
 package_xml_keys = wheelhouse.package_xml_keys

@@ -221,3 +221,77 @@ def test_sgbm_holes_are_filled_from_the_left_then_from_the_right_at_a_row_start(
     np.testing.assert_array_equal(out[0], [3, 3, 3, 3, 5, 5])
     np.testing.assert_array_equal(out[1], [1, 1, 1, 4, 4, 4])
     assert np.isnan(out[2]).all() and np.isnan(d[0, 0])   # input untouched
+
+
+# ----- node helpers without ROS ------------------------------------------------------------------
+def test_kind_throttle_logs_a_new_kind_at_once_and_a_repeat_once_per_period():
+    from stereonet_ros.log_throttle import KindThrottle
+    t = KindThrottle()
+    assert t.admit("bad_size", "frame 1: 640x480 vs 320x240", 5.0, now=0.0) == "frame 1: 640x480 vs 320x240"
+    assert t.admit("bad_size", "frame 2: 640x480 vs 320x240", 5.0, now=1.0) is None    # same kind
+    assert t.admit("bad_size", "other problem", 5.0, now=1.5) == "other problem"       # a new kind
+    assert t.admit("bad_data", "frame 3: 640x480 vs 320x240", 5.0, now=2.0) is not None  # other key
+    line = t.admit("bad_size", "frame 9: 640x480 vs 320x240", 5.0, now=5.0)
+    assert line == "frame 9: 640x480 vs 320x240 [1 more since the last report, counted in /diagnostics]"
+    small = KindThrottle(max_kinds=2)   # memory is bounded: past 2 kinds it starts over
+    for i, word in enumerate("abcd"):
+        assert small.admit("k", word, 60.0, now=float(i)) == word
+    assert small.admit("k", "d", 60.0, now=4.0) is None      # remembered after the restart
+    assert small.admit("k", "a", 60.0, now=4.0) == "a"       # forgotten: logged early, not lost
+
+
+def test_camera_info_cache_pairs_only_fresh_infos_and_reports_the_worst_finding():
+    from helpers import camera_infos
+    from stereonet_ros.camera_infos import CameraInfoCache
+    from stereonet_ros.pipeline import FrameError
+    c = CameraInfoCache(timeout=2.0)
+    with pytest.raises(FrameError, match="no left/camera_info"):
+        c.pair(now=0.0)
+    li, ri = camera_infos(96, 64, 200.0, 0.1)
+    c.update("left", li, now=0.0)
+    c.update("right", ri, now=0.5)
+    assert c.pair(now=1.0) == (li, ri)
+    with pytest.raises(FrameError, match=r"left/camera_info is 3.0 s old \(camera_info_timeout 2 s\)"):
+        c.pair(now=3.0)
+    level, text, values = c.report((96, 64), now=1.0)
+    assert level == 2 and values["age_s right"] == "0.50"   # no frame computed yet: NO_INFO_YET
+    assert not c.frame_done([])                              # the first frame ends nothing
+    assert c.report((96, 64), now=1.0)[0] == 0
+    assert c.report((96, 64), now=2.3)[1].startswith("left/camera_info is stale (2.3 s old)")
+    c.frame_failed("baseline 0 m")
+    assert c.report((96, 64), now=1.0)[:2] == (2, "baseline 0 m")
+    assert c.frame_done(["fy differ"])                       # recovery from a calibration drop
+    assert c.report((96, 64), now=1.0)[:2] == (1, "fy differ")
+
+
+def test_no_input_text_names_the_inputs_never_received():
+    from stereonet_ros.diagnostics import INPUT_TOPICS, no_input_text
+    topics = {t: f"/cam/{t}" for t in INPUT_TOPICS}
+    text = no_input_text(12.4, topics, {"left/image_rect": 3, "left/camera_info": 1}, "exact", 0.01)
+    assert text.startswith("no stereo pair for 12 s on /cam/left/image_rect + /cam/right/image_rect")
+    assert "never received: /cam/right/image_rect, /cam/right/camera_info" in text
+    text = no_input_text(5, topics, {t: 1 for t in INPUT_TOPICS}, "approximate", 0.02)
+    assert "stamps differ (sync_mode approximate, sync_slop 0.02 s)" in text
+
+
+def test_engine_config_is_the_node_engine_parameters_with_their_flags(tiny_checkpoint):
+    import argparse
+    import dataclasses
+    from stereonet_ros.engine_config import ENGINE_PARAMS, EngineConfig
+    from stereonet_ros.params import SPECS
+    assert {f.name for f in dataclasses.fields(EngineConfig)} == set(ENGINE_PARAMS)
+    assert all(getattr(EngineConfig(), n) == SPECS[n].default for n in ENGINE_PARAMS)
+    p = argparse.ArgumentParser()
+    EngineConfig.add_arguments(p, precision="fp32")
+    a = p.parse_args(["--checkpoint", str(tiny_checkpoint), "--input-scale", "0.5", "--refiners", "0",
+                      "--strict-device"])
+    cfg = EngineConfig.from_args(a, device="cpu")
+    assert (cfg.precision, cfg.input_scale, cfg.refiners, cfg.strict_device, cfg.device) == \
+        ("fp32", 0.5, 0, True, "cpu")
+    engine = cfg.build()
+    assert "input_scale=0.5" in engine.describe() and engine.precision_name == "fp32"
+    with pytest.raises(ValueError, match="input_scale"):
+        EngineConfig.from_args(p.parse_args(["--input-scale", "2"]))
+    only = argparse.ArgumentParser()
+    EngineConfig.add_arguments(only, only=("checkpoint",))
+    assert EngineConfig.from_args(only.parse_args([])) == EngineConfig()

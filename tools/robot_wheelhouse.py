@@ -28,8 +28,8 @@ STAMP = "wheelhouse.sha256"
 #: What stands in for each package.xml exec_depend key where there is no ROS apt repository
 #: (this project's machines and CI): the registry's ros-kilted-* wheels for ROS packages, the
 #: PyPI builds for rosdep's Python libraries. None: nothing installable without a ROS install;
-#: its users must cope (message_filters is optional in the node; launch, launch_ros, rviz2
-#: and rosbag2 serve the launch files, which test_package checks statically).
+#: its users must cope (launch, launch_ros, rviz2 and rosbag2 serve the launch files, which
+#: test_package checks statically).
 STAND_INS: Dict[str, Optional[str]] = {
     "rclpy": "ros-kilted-rclpy[fastrtps]",
     "rcl_interfaces": "ros-kilted-rcl-interfaces",
@@ -40,7 +40,6 @@ STAND_INS: Dict[str, Optional[str]] = {
     "python3-numpy": "numpy",
     "python3-opencv": "opencv-python-headless",
     "python3-yaml": "pyyaml",
-    "message_filters": None,
     "launch": None,
     "launch_ros": None,
     "rviz2": None,
