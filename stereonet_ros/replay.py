@@ -39,6 +39,7 @@ import numpy as np
 from . import bag
 from .stats import percentiles, status_name
 from .bag import _cdr_endian, cdr_stamp  # noqa: F401 (re-exported)
+from .imageconv import image_to_numpy
 from .messages import ros_type
 
 #: Node output topics the recorder listens to (relative to its namespace) and their types.
@@ -253,7 +254,7 @@ class OutputRecorder:
             self._store(full_name, RECORD_TOPICS[topic], msg, arrival)
             kept = None
             if topic == "disparity" and self.keep_disparity:
-                d = np.frombuffer(msg.image.data, np.float32).reshape(msg.image.height, msg.image.width)
+                d = image_to_numpy(msg.image)  # the codec's decoder: a view, step and byte order honoured
                 kept = (d, d >= msg.min_disparity, float(msg.max_disparity))
             with self.lock:
                 self.arrivals.append(Arrival(topic, stamp, arrival))
