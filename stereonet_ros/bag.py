@@ -11,7 +11,8 @@
 
 Deserialized messages are rosbags dataclasses with the ROS 2 field names (``msg.p``,
 ``msg.header.stamp.sec/nanosec``, ``msg.data`` as a numpy uint8 array), which
-``pipeline.process_pair`` accepts directly.
+``pipeline.process_pair`` accepts directly. Messages to write are built by the node's codec
+(``messages``) with rosbags' classes (``ROSBAGS``), so a bag holds what the node publishes.
 
 Ground-truth convention: a ``32FC1`` Image of DisparityImage-style disparity ``d`` in pixels
 of the left image (``x_l - x_r - (cx_l - cx_r)``), non-finite = unknown; ``16UC1`` is read
@@ -30,16 +31,16 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import messages
+# The codec's names, used here and by the bag tools' callers as ``bag.<name>``.
+from .messages import (CAMERA_INFO, CLOUD, COMPRESSED_IMAGE, DISPARITY, IMAGE,  # noqa: F401
+                       cloud_to_numpy, stamp_ns)
+
 log = logging.getLogger("stereonet_ros.bag")
 
 STORAGES = ("sqlite3", "mcap")
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 #: Types a camera image topic may have.
 CAMERA_IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-DISPARITY = "stereo_msgs/msg/DisparityImage"
-CLOUD = "sensor_msgs/msg/PointCloud2"
 DIAGNOSTICS = "diagnostic_msgs/msg/DiagnosticArray"
 
 
@@ -68,11 +69,18 @@ def _t(name: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- messages
+# Built by the one codec (``messages``) with rosbags' classes; these keep the bag tools'
+# (stamp ns, frame_id) call style.
 
-def stamp_ns(msg: Any) -> int:
-    """Header stamp of a (rosbags or rclpy) message in integer nanoseconds."""
-    s = msg.header.stamp
-    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+def _rosbags_uint8(a: np.ndarray) -> np.ndarray:
+    # rosbags serializes numpy arrays only; a view of the contiguous array, no copy
+    return a.view(np.uint8).reshape(-1)
+
+
+#: rosbags' typestore dataclasses (``typestore()``) for the codec in ``messages``.
+ROSBAGS = messages.MessageTypes(cls=_t, keyword_init=True, uint8=_rosbags_uint8,
+                                zeroed=lambda n: np.zeros(n, np.uint8),
+                                float64=lambda a: np.asarray(a, dtype=np.float64))
 
 
 def _cdr_endian(raw: bytes | memoryview) -> str:
@@ -88,108 +96,48 @@ def cdr_stamp(raw: bytes | memoryview) -> int:
 
 
 def make_header(stamp: int, frame_id: str) -> Any:
-    """std_msgs/Header for ``stamp`` in nanoseconds."""
-    sec, nsec = divmod(int(stamp), 1_000_000_000)
-    return _t("std_msgs/msg/Header")(stamp=_t("builtin_interfaces/msg/Time")(sec=sec, nanosec=nsec),
-                                     frame_id=frame_id)
-
-
-#: encoding -> (dtype, channels) for what this module writes.
-_WRITE_ENCODINGS = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3),
-                    "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-                    "32FC1": (np.float32, 1), "16UC1": (np.uint16, 1), "8UC1": (np.uint8, 1),
-                    "8UC3": (np.uint8, 3)}
+    """std_msgs/Header (rosbags) for ``stamp`` in nanoseconds."""
+    return messages.make_header(stamp, frame_id, ROSBAGS)
 
 
 def make_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/Image (rosbags) holding ``arr`` little-endian, rows unpadded.
+    """sensor_msgs/Image (rosbags) holding ``arr`` little-endian, rows unpadded (a view of
+    ``arr`` when it is contiguous in the encoding's dtype).
 
-    An encoding this module does not know is written as raw bytes of ``arr`` (tests of
+    An encoding the codec does not know is written as raw bytes of ``arr`` (tests of
     malformed input use it); its ``step`` is then the byte length of one row.
     """
-    a = np.ascontiguousarray(arr)
-    if encoding in _WRITE_ENCODINGS:
-        dtype, ch = _WRITE_ENCODINGS[encoding]
-        a = np.ascontiguousarray(arr, dtype=dtype)
-        if (ch == 1 and a.ndim != 2) or (ch > 1 and (a.ndim != 3 or a.shape[2] != ch)):
-            raise ValueError(f"array of shape {a.shape} does not fit encoding '{encoding}'")
-    h, w = a.shape[:2]
-    data = a.view(np.uint8).reshape(-1)
-    return _t(IMAGE)(header=make_header(stamp, frame_id), height=h, width=w, encoding=encoding,
-                     is_bigendian=0, step=data.size // max(h, 1), data=data)
+    return messages.make_image(make_header(stamp, frame_id), arr, encoding, ROSBAGS, strict=False)
 
 
 def make_compressed_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str, codec: str = "png",
                           quality: int = 95) -> Any:
-    """sensor_msgs/CompressedImage (rosbags) of ``arr`` in ``encoding``'s layout, encoded as
-    image_transport's compressed publisher does (``imageconv.compress_image``: PNG lossless,
-    JPEG lossy at ``quality``)."""
-    from .imageconv import compress_image
-    fmt, data = compress_image(arr, encoding, codec, quality)
-    return _t(COMPRESSED_IMAGE)(header=make_header(stamp, frame_id), format=fmt,
-                                data=np.frombuffer(data, dtype=np.uint8).copy())
+    """sensor_msgs/CompressedImage (rosbags): ``messages.make_compressed_image``."""
+    return messages.make_compressed_image(make_header(stamp, frame_id), arr, encoding, codec, quality, ROSBAGS)
 
 
 def make_camera_info(width: int, height: int, fx: float, baseline: float, cx: Optional[float] = None,
                      cy: Optional[float] = None, fy: Optional[float] = None, right: bool = False,
                      cx_right: Optional[float] = None, stamp: int = 0, frame_id: str = "left_optical") -> Any:
-    """Rectified sensor_msgs/CameraInfo of one eye (D = 0, R = I).
-
-    ``baseline`` in metres; the right eye gets ``P[0,3] = -fx * baseline`` and principal
-    point ``cx_right`` (default ``cx``), so DisparityImage d = x_l - x_r - (cx - cx_right).
-    """
-    cx = (width - 1) / 2.0 if cx is None else float(cx)
-    cy = (height - 1) / 2.0 if cy is None else float(cy)
-    fy = float(fx) if fy is None else float(fy)
-    c = (cx if cx_right is None else float(cx_right)) if right else cx
-    tx = -float(fx) * float(baseline) if right else 0.0
-    roi = _t("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return _t(CAMERA_INFO)(
-        header=make_header(stamp, frame_id), height=int(height), width=int(width),
-        distortion_model="plumb_bob", d=np.zeros(5), k=np.array([fx, 0, c, 0, fy, cy, 0, 0, 1], float),
-        r=np.eye(3).reshape(-1), p=np.array([fx, 0, c, tx, 0, fy, cy, 0, 0, 0, 1, 0], float),
-        binning_x=0, binning_y=0, roi=roi)
+    """Rectified sensor_msgs/CameraInfo (rosbags) of one eye: ``messages.make_camera_info``
+    (``baseline`` m; px otherwise)."""
+    return messages.make_camera_info(make_header(stamp, frame_id), width, height, fx, baseline, cx, cy, fy,
+                                     right, cx_right, ROSBAGS)
 
 
 def make_disparity(disp: np.ndarray, stamp: int, frame_id: str, f: float, t: float,
                    min_disparity: float, max_disparity: float, delta_d: float,
                    valid_window: Optional[Tuple[int, int, int, int]] = None) -> Any:
-    """stereo_msgs/DisparityImage (rosbags) like ``messages.make_disparity`` builds for rclpy;
+    """stereo_msgs/DisparityImage (rosbags): ``messages.make_disparity``, the node's message;
     ``valid_window`` (x, y, w, h) px, None = the whole image."""
-    h, w = disp.shape
-    x0, y0, ww, wh = valid_window if valid_window is not None else (0, 0, w, h)
-    roi = _t("sensor_msgs/msg/RegionOfInterest")(x_offset=int(x0), y_offset=int(y0), height=int(wh),
-                                                 width=int(ww), do_rectify=False)
-    return _t(DISPARITY)(header=make_header(stamp, frame_id),
-                         image=make_image(disp.astype(np.float32), "32FC1", stamp, frame_id),
-                         f=float(f), t=float(t), valid_window=roi, min_disparity=float(min_disparity),
-                         max_disparity=float(max_disparity), delta_d=float(delta_d))
+    return messages.make_disparity(make_header(stamp, frame_id), disp, f, t, min_disparity, max_disparity,
+                                   delta_d, valid_window, ROSBAGS)
 
 
 def make_cloud(points: np.ndarray, stamp: int, frame_id: str, rgb8: Optional[np.ndarray] = None) -> Any:
-    """Organized sensor_msgs/PointCloud2 (rosbags): float32 x y z [rgb], NaN = invalid.
-
-    Same layout as ``messages.make_cloud`` (organized), so ``cloud_to_numpy`` decodes both.
-    """
-    h, w = points.shape[:2]
-    n = 4 if rgb8 is not None else 3
-    buf = np.empty((h, w, n), np.float32)
-    buf[..., :3] = points
-    if rgb8 is not None:
-        c = rgb8.astype(np.uint32)
-        buf[..., 3] = ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
-    pf = _t("sensor_msgs/msg/PointField")
-    fields = [pf(name=name, offset=4 * i, datatype=7, count=1)  # 7 = FLOAT32
-              for i, name in enumerate(["x", "y", "z", "rgb"][:n])]
-    return _t(CLOUD)(header=make_header(stamp, frame_id), height=h, width=w, fields=fields,
-                     is_bigendian=False, point_step=4 * n, row_step=4 * n * w,
-                     data=buf.view(np.uint8).reshape(-1), is_dense=False)
-
-
-def cloud_to_numpy(msg: Any) -> np.ndarray:
-    """(H, W, fields) float32 of a cloud of float32 fields (rosbags or rclpy message)."""
-    data = np.asarray(msg.data, dtype=np.uint8)  # numpy (rosbags) or array('B') (rclpy)
-    return data.view(np.float32).reshape(msg.height, msg.width, msg.point_step // 4)
+    """Organized sensor_msgs/PointCloud2 (rosbags): float32 x y z [rgb] m, NaN = invalid;
+    ``messages.make_cloud``, the node's layout, so ``cloud_to_numpy`` decodes both."""
+    return messages.make_cloud(make_header(stamp, frame_id), points, rgb8, True, ROSBAGS)
 
 
 def gt_disparity_from_image(msg: Any) -> np.ndarray:
@@ -601,8 +549,8 @@ def _decompressed(msg: Any, side: str, report: PairingReport, problems: List[str
         report.undecodable_images += 1
         problems.append(f"{side} compressed image: {exc}")
         return msg
-    return _t(IMAGE)(header=msg.header, height=d.height, width=d.width, encoding=d.encoding,
-                     is_bigendian=0, step=d.step, data=d.data)
+    return ROSBAGS.new(IMAGE, header=msg.header, height=d.height, width=d.width, encoding=d.encoding,
+                       is_bigendian=0, step=d.step, data=d.data)
 
 
 def read_messages(path: str | Path, topics: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, int, Any]]:

@@ -141,22 +141,45 @@ def to_rgb8(img: np.ndarray, encoding: str) -> np.ndarray:
     return img[..., ::-1] if order == "bgr" else img
 
 
-def fill_image(msg: Any, arr: np.ndarray, encoding: str) -> Any:
-    """Write ``arr`` into an Image message (height, width, encoding, step, data); one copy."""
+def image_fields(arr: np.ndarray, encoding: str, strict: bool = True) -> Tuple[Dict[str, Any], np.ndarray]:
+    """The Image fields (height, width, encoding, is_bigendian, step) of ``arr`` written in
+    ``encoding``, and ``arr`` as the contiguous array whose bytes are its ``data``.
+
+    Rows are unpadded and little-endian. An encoding not in ``ENCODINGS`` raises
+    ``ImageFormatError`` unless not ``strict``: then ``arr``'s own bytes are taken as they are
+    (tests of malformed input), ``step`` the byte length of one row.
+    """
     if encoding not in ENCODINGS:
-        raise ImageFormatError(f"cannot write encoding '{encoding}'", "bad_encoding")
-    dtype, ch, _ = ENCODINGS[encoding]
-    a = np.ascontiguousarray(arr, dtype=dtype)
-    if (a.ndim == 2 and ch != 1) or (a.ndim == 3 and a.shape[2] != ch) or a.ndim not in (2, 3):
-        raise ImageFormatError(f"array of shape {a.shape} does not fit encoding '{encoding}'")
-    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(a.shape[1] * ch * dtype.itemsize)
+        if strict:
+            raise ImageFormatError(f"cannot write encoding '{encoding}'", "bad_encoding")
+        a = np.ascontiguousarray(arr)
+        step = a.nbytes // max(a.shape[0], 1)
+    else:
+        dtype, ch, _ = ENCODINGS[encoding]
+        a = np.ascontiguousarray(arr, dtype=dtype)
+        if (a.ndim == 2 and ch != 1) or (a.ndim == 3 and a.shape[2] != ch) or a.ndim not in (2, 3):
+            raise ImageFormatError(f"array of shape {a.shape} does not fit encoding '{encoding}'")
+        step = a.shape[1] * ch * dtype.itemsize
+    fields = {"height": int(a.shape[0]), "width": int(a.shape[1]), "encoding": encoding, "is_bigendian": 0,
+              "step": int(step)}
+    return fields, a
+
+
+def byte_array(a: np.ndarray) -> array.array:
+    """The bytes of a contiguous array as the ``array('B')`` an rclpy ``uint8[]`` field keeps
+    without a per-element check; one copy."""
     data = array.array("B")
     if a.size:  # memoryview cannot cast an empty shape; an empty image has no bytes anyway
         data.frombytes(memoryview(a).cast("B"))
-    msg.data = data
+    return data
+
+
+def fill_image(msg: Any, arr: np.ndarray, encoding: str) -> Any:
+    """Write ``arr`` into an Image message (height, width, encoding, step, data); one copy."""
+    fields, a = image_fields(arr, encoding)
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    msg.data = byte_array(a)
     return msg
 
 

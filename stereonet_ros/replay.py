@@ -24,7 +24,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import struct
 import sys
@@ -40,6 +39,8 @@ import numpy as np
 from . import bag
 from .stats import percentiles, status_name
 from .bag import _cdr_endian, cdr_stamp  # noqa: F401 (re-exported)
+from .imageconv import image_to_numpy
+from .messages import ros_type
 
 #: Node output topics the recorder listens to (relative to its namespace) and their types.
 RECORD_TOPICS = {"disparity": "stereo_msgs/msg/DisparityImage", "depth": "sensor_msgs/msg/Image",
@@ -52,10 +53,6 @@ def pipeline_status_name(namespace: str = "", node_name: str = NODE_NAME) -> str
     """Name of the node's 'pipeline' DiagnosticStatus for a node in ``namespace``."""
     ns = namespace.strip("/")
     return status_name(f"/{ns}/{node_name}" if ns else f"/{node_name}", "pipeline")
-def ros_type(msgtype: str) -> Any:
-    """'pkg/msg/Name' -> the rclpy message class (imports the generated module)."""
-    pkg, sub, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
 
 
 # ----------------------------------------------------------------------------- CDR stamps
@@ -257,7 +254,7 @@ class OutputRecorder:
             self._store(full_name, RECORD_TOPICS[topic], msg, arrival)
             kept = None
             if topic == "disparity" and self.keep_disparity:
-                d = np.frombuffer(msg.image.data, np.float32).reshape(msg.image.height, msg.image.width)
+                d = image_to_numpy(msg.image)  # the codec's decoder: a view, step and byte order honoured
                 kept = (d, d >= msg.min_disparity, float(msg.max_disparity))
             with self.lock:
                 self.arrivals.append(Arrival(topic, stamp, arrival))

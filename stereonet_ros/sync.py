@@ -11,13 +11,9 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Tuple
 
+from .messages import stamp_ns  # the codec's; node.py imports it from here too
+
 Pair = Tuple[Any, Any]
-
-
-def stamp_ns(msg: Any) -> int:
-    """Header stamp of a ROS message as integer nanoseconds."""
-    s = msg.header.stamp
-    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
 
 
 class StereoPairer:
