@@ -33,7 +33,8 @@ from .camera_infos import CameraInfoCache  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .diagnostics import DiagnosticsReport, fell_back_to_cpu, no_input_text  # noqa: E402
 from .engine import EngineConfigError, EngineOutOfMemory, StereoEngine  # noqa: E402
-from .engine_config import ENGINE_PARAMS, EngineConfig, default_threads  # noqa: E402
+from .engine_config import EngineConfig, default_threads  # noqa: E402
+from .engine_switch import EngineSwitch  # noqa: E402
 from .log_throttle import KindThrottle  # noqa: E402
 from .node_inputs import StereoInputs  # noqa: E402
 from .node_outputs import OutputPublishers  # noqa: E402
@@ -41,7 +42,7 @@ from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, unknown_paramete
                      validate, validate_all)
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair  # noqa: E402
 from .stats import NodeStats  # noqa: E402
-from .sync import stamp_ns  # noqa: E402
+from .messages import stamp_ns  # noqa: E402
 
 SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "image_transport")
 CALIBRATION_DROPS = ("bad_geometry", "camera_info_missing")
@@ -100,20 +101,16 @@ class StereoNetNode(Node):
         errors = validate_all(raw)
         if errors:
             raise StartupError("invalid parameters: " + "; ".join(errors))
-        self.values: Dict[str, Any] = _coerce(raw)   # in effect (engine ones: the running engine's)
-        self.requested = dict(self.values)            # as the ROS parameters hold them
         self.stats = NodeStats()
         try:
-            self.engine = build_engine(self.values)
+            self.switch = EngineSwitch(_coerce(raw), build_engine, on_switched=self._switched,
+                                       on_failed=self._switch_failed)
         except (CheckpointError, EngineConfigError) as exc:
             raise StartupError(str(exc)) from exc
         self._note_device_fallback(self.engine, self.values)
         self.get_logger().info(self.engine.describe())
         if "random" in str(self.engine.ckpt.info.get("weights", "")):
             self.get_logger().warning("THE CHECKPOINT HOLDS RANDOMLY INITIALISED WEIGHTS: outputs are meaningless")
-        self.options = output_options(self.values)
-        self._lock = threading.Lock()          # guards engine / values / options swaps
-        self._engine_generation = 0            # the newest accepted engine change
         self._slot_cv = threading.Condition()
         self._slot: Optional[Tuple[Any, Any, float]] = None   # (left, right, perf_counter when paired)
         self._running = True
@@ -141,6 +138,19 @@ class StereoNetNode(Node):
             f"{self.engine.precision_name}")
         self._worker = threading.Thread(target=self._work, name="stereonet-inference", daemon=True)
         self._worker.start()
+
+    @property
+    def engine(self) -> StereoEngine:
+        return self.switch.engine
+
+    @property
+    def values(self) -> Dict[str, Any]:
+        """Parameter values in effect (the engine ones: the running engine's)."""
+        return self.switch.values
+
+    @property
+    def options(self) -> OutputOptions:
+        return output_options(self.values)
 
     def _refuse_unknown_parameters(self, qos: bool) -> None:
         """StartupError naming every override (command line, params file, constructor) that is
@@ -222,8 +232,8 @@ class StereoNetNode(Node):
         Returns None for a dropped pair and for one left unprocessed because no output has a
         subscriber (counted as the event 'no_subscriber')."""
         t_recv = time.perf_counter()
-        with self._lock:
-            engine, opts, v = self.engine, self.options, self.values
+        engine, v = self.switch.current()
+        opts = output_options(v)
         wanted = self.outputs.wanted(v)
         self._note_subscribers(any(wanted.values()))
         if not any(wanted.values()):
@@ -289,27 +299,16 @@ class StereoNetNode(Node):
             err = validate(name, value)
             if err:
                 return self._reject(err)
-        new = _coerce({**self.requested, **changes})
+        new = _coerce({**self.switch.requested, **changes})
         errors = validate_all(new)
         if errors:
             return self._reject("; ".join(errors))
-        engine = None
-        if any(new[n] != self.requested[n] for n in ENGINE_PARAMS):
-            try:  # cheap (checkpoint, device, precision, range): a bad value is refused here
-                engine = build_engine(new)
-            except Exception as exc:  # noqa: BLE001 - any failure must leave the old model running
-                text = str(exc) if isinstance(exc, (CheckpointError, EngineConfigError)) \
-                    else f"{type(exc).__name__}: {exc}"
-                return self._reject(f"{text}; the current model keeps running")
-        with self._lock:
-            # Engine parameters take effect with their engine (``_swap_in``), the rest now.
-            self.requested = new
-            self.values = {**new, **{n: self.values[n] for n in ENGINE_PARAMS}}
-            self.options = output_options(self.values)
-            if engine is not None:
-                self._engine_generation += 1
-                threading.Thread(target=self._swap_in, args=(engine, new, self._engine_generation),
-                                 name="stereonet-engine-swap", daemon=True).start()
+        size = None if self._image_size is None else (self._image_size[1], self._image_size[0])
+        try:  # a new engine is built here (cheap: a bad value is refused), warmed up off this thread
+            self.switch.request(new, size, with_right=new["lr_check"])
+        except Exception as exc:  # noqa: BLE001 - any failure must leave the old model running
+            text = str(exc) if isinstance(exc, (CheckpointError, EngineConfigError)) else f"{type(exc).__name__}: {exc}"
+            return self._reject(f"{text}; the current model keeps running")
         self.cameras.timeout = new["camera_info_timeout"]
         if any(n in changes for n in SYNC_PARAMS):
             self.inputs.configure(new)
@@ -320,32 +319,15 @@ class StereoNetNode(Node):
             self._diag_timer = self.create_timer(new["diagnostics_period"], self.publish_diagnostics)
         return SetParametersResult(successful=True)
 
-    def _swap_in(self, engine: StereoEngine, values: Dict[str, Any], generation: int) -> None:
-        """Warm a new engine up at the current image size (the slow part of a switch: kernel
-        selection, an ONNX export), off the executor thread while the old one serves; then swap.
-        A newer change supersedes this one; a failure restores the old engine's parameters."""
-        try:
-            if self._image_size is not None:
-                engine.warm_up(self._image_size[1], self._image_size[0], with_right=self.options.lr_check)
-        except Exception as exc:  # noqa: BLE001 - a failed switch must leave the old model running
-            text = f"{type(exc).__name__}: {exc}"
-            self.stats.event("engine_swap_failed", text)
-            self.get_logger().error(f"new model failed to start ({text}); the current model keeps running "
-                                    "and its parameters are restored")
-            with self._lock:
-                if generation != self._engine_generation:
-                    return  # a newer change is on its way
-                restore = {n: self.values[n] for n in ENGINE_PARAMS if self.requested[n] != self.values[n]}
-                self.requested = {**self.requested, **restore}
-            self.set_parameters([Parameter(n, value=val) for n, val in restore.items()])
-            return
-        with self._lock:
-            if generation != self._engine_generation:
-                return
-            self.engine = engine
-            self.values = {**self.values, **{n: values[n] for n in ENGINE_PARAMS}}
+    def _switched(self, engine: StereoEngine, values: Dict[str, Any]) -> None:
         self._note_device_fallback(engine, values)
         self.get_logger().info("switched to " + engine.describe())
+
+    def _switch_failed(self, text: str, restore: Dict[str, Any]) -> None:
+        self.stats.event("engine_swap_failed", text)
+        self.get_logger().error(f"new model failed to start ({text}); the current model keeps running "
+                                "and its parameters are restored")
+        self.set_parameters([Parameter(n, value=v) for n, v in restore.items()])
 
     def _note_device_fallback(self, engine: StereoEngine, values: Dict[str, Any]) -> None:
         if fell_back_to_cpu(values["device"], engine):

@@ -13,7 +13,8 @@ from .camera_infos import CameraInfoCache
 from .diagnostics import INPUT_TOPICS
 from .node_outputs import qos_copy
 from .stats import NodeStats
-from .sync import StereoPairer, stamp_ns
+from .messages import stamp_ns
+from .sync import StereoPairer
 
 SIDES = ("left", "right")
 

@@ -288,8 +288,8 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
 
     # A CUDA out-of-memory on a frame (injected) drops that frame only; so does any other
     # network failure. The injected engine is the real one otherwise.
-    with s.node._lock:
-        s.node.engine = FaultyEngine(checkpoint=str(s.node.engine.ckpt.path), loaded=s.node.engine.ckpt)
+    with s.node.switch.lock:
+        s.node.switch.engine = FaultyEngine(checkpoint=str(s.node.engine.ckpt.path), loaded=s.node.engine.ckpt)
     s.node.engine.armed.append(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     t = s.next_stamp()
     s.bad_pair("out_of_memory", "CUDA out of memory. Tried to allocate 2.00 GiB", image_msg(rgb_l, "rgb8", t),

@@ -295,3 +295,47 @@ def test_engine_config_is_the_node_engine_parameters_with_their_flags(tiny_check
     only = argparse.ArgumentParser()
     EngineConfig.add_arguments(only, only=("checkpoint",))
     assert EngineConfig.from_args(only.parse_args([])) == EngineConfig()
+
+
+def test_engine_switch_swaps_after_warm_up_accumulates_changes_and_restores_on_failure(tiny_checkpoint):
+    import threading
+    from stereonet_ros.checkpoint import CheckpointError
+    from stereonet_ros.engine import EngineOutOfMemory, StereoEngine
+    from stereonet_ros.engine_config import EngineConfig
+    from stereonet_ros.engine_switch import EngineSwitch
+
+    class WarmUpOutOfMemory(StereoEngine):
+        """A real engine that runs out of memory at the size it is warmed up for."""
+        def warm_up(self, height, width, *, with_right=False):
+            raise EngineOutOfMemory(f"CUDA out of memory at {width}x{height}")
+
+    fail_next = threading.Event()
+
+    def build(v):
+        cls = WarmUpOutOfMemory if fail_next.is_set() else StereoEngine
+        return cls(**{**vars(EngineConfig.from_params(v)), "device": "cpu", "precision": "fp32"})
+
+    switched, failed = [], []
+    values = {n: s.default for n, s in SPECS.items()}
+    values["checkpoint"] = str(tiny_checkpoint)
+    sw = EngineSwitch(values, build, on_switched=lambda e, v: switched.append(e),
+                      on_failed=lambda text, restore: failed.append((text, restore)))
+    first = sw.engine
+    assert not sw.request({**values, "lr_check": True})            # no engine change: at once
+    assert sw.values["lr_check"] and sw.engine is first
+    # two changes in a row (one SetParameters call, two callbacks): both take effect
+    assert sw.request({**sw.requested, "input_scale": 0.5}, (64, 96))
+    assert sw.request({**sw.requested, "refiners": 0}, (64, 96))
+    assert sw.wait(60)
+    assert "input_scale=0.5" in sw.engine.describe() and "refiners=0" in sw.engine.describe()
+    assert sw.values["refiners"] == 0 and switched[-1] is sw.engine
+    with pytest.raises(CheckpointError):                          # refused: nothing changes
+        sw.request({**sw.requested, "checkpoint": "/no/such.pt"})
+    assert sw.requested["checkpoint"] == str(tiny_checkpoint)
+    running = sw.engine
+    fail_next.set()
+    assert sw.request({**sw.requested, "refiners": 1}, (64, 96))
+    assert sw.wait(60)
+    assert sw.engine is running and sw.values["refiners"] == 0
+    assert failed == [("EngineOutOfMemory: CUDA out of memory at 96x64", {"refiners": 0})]
+    assert sw.requested["refiners"] == 0                          # restored
