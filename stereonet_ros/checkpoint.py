@@ -52,6 +52,12 @@ class LoadedCheckpoint:
     info: Dict[str, Any]
     path: str
 
+    @property
+    def random_weights(self) -> bool:
+        """The weights were never trained (``info['weights']`` says 'random', as the test and
+        bench fixtures and an untrained export write): outputs are meaningless."""
+        return "random" in str(self.info.get("weights", "")).lower()
+
 
 def metadata(config: StereoNetConfig, normalization: Normalization,
              info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

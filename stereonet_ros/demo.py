@@ -307,7 +307,7 @@ def default_params_file() -> Path:
 def checkpoint_info(path: str) -> Dict[str, Any]:
     from .checkpoint import load_checkpoint
     ck = load_checkpoint(path or None)
-    return {"path": str(ck.path), "info": dict(ck.info)}
+    return {"path": str(ck.path), "info": dict(ck.info), "random_weights": ck.random_weights}
 
 
 def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
@@ -317,7 +317,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
     from .replay import BagPlayer, OutputRecorder, Spinner, live_report, load_gt
     o.out.mkdir(parents=True, exist_ok=True)
     ck = checkpoint_info(o.checkpoint)
-    random_weights = "random" in str(ck["info"].get("weights", "")).lower()
+    random_weights = ck["random_weights"]
     if random_weights:
         banner("THE CHECKPOINT HOLDS RANDOM WEIGHTS: the node runs, but its disparities are meaningless")
     domain = int(os.environ.get("STEREONET_DEMO_DOMAIN", random.randint(1, 100)))

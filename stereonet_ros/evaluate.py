@@ -381,12 +381,13 @@ def summarize(per_frame: List[Dict[str, Any]], latencies: List[float], stage_ms:
     ok = [r for r in per_frame if r.get("status") == "ok"]
     metrics = mean_metrics([r["metrics"] for r in ok if r.get("metrics")])
     dense = mean_metrics([r["metrics_dense"] for r in ok if r.get("metrics_dense")])
-    info = getattr(getattr(engine, "ckpt", None), "info", {}) or {}
+    ckpt = getattr(engine, "ckpt", None)
+    info = getattr(ckpt, "info", {}) or {}
     return {
         "source": source,
         "model": engine.describe() if hasattr(engine, "describe") else str(engine),
         "checkpoint_info": info,
-        "random_weights": "random" in str(info.get("weights", "")),
+        "random_weights": bool(getattr(ckpt, "random_weights", False)),
         "frames": {"total": len(per_frame), "processed": len(ok), "failed": sum(failures.values()),
                    "with_gt": sum(1 for r in ok if r.get("metrics"))},
         "failures_by_reason": dict(failures),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
@@ -36,10 +35,11 @@ from .engine import EngineConfigError, EngineOutOfMemory, StereoEngine  # noqa: 
 from .engine_config import EngineConfig, default_threads  # noqa: E402
 from .engine_switch import EngineSwitch  # noqa: E402
 from .log_throttle import KindThrottle  # noqa: E402
+from .newest_worker import NewestWorker  # noqa: E402
 from .node_inputs import StereoInputs  # noqa: E402
 from .node_outputs import OutputPublishers  # noqa: E402
-from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, unknown_parameter_errors,  # noqa: E402
-                     validate, validate_all)
+from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, coerce,  # noqa: E402
+                     unknown_parameter_errors, validate, validate_all)
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair  # noqa: E402
 from .stats import NodeStats  # noqa: E402
 from .messages import stamp_ns  # noqa: E402
@@ -53,22 +53,9 @@ class StartupError(RuntimeError):
 
 
 def build_engine(values: Dict[str, Any]) -> StereoEngine:
+    """The node's engine: num_threads 0 leaves one core to the executor (``default_threads``)."""
     config = EngineConfig.from_params(values)
     return dataclasses.replace(config, num_threads=config.num_threads or default_threads()).build()
-
-
-def output_options(v: Dict[str, Any]) -> OutputOptions:
-    return OutputOptions(confidence_threshold=v["confidence_threshold"], lr_check=v["lr_check"],
-                         lr_threshold=v["lr_threshold"], min_depth=v["min_depth"],
-                         max_depth=v["max_depth"], cloud_decimation=v["cloud_decimation"],
-                         want_confidence=v["publish_confidence"], want_points=v["publish_points"],
-                         want_color=v["cloud_color"])
-
-
-def _coerce(values: Dict[str, Any]) -> Dict[str, Any]:
-    """Integers given for float parameters (``-p max_disparity:=64``) become floats."""
-    return {n: float(v) if isinstance(SPECS[n].default, float) and isinstance(v, int)
-            and not isinstance(v, bool) else v for n, v in values.items()}
 
 
 class StereoNetNode(Node):
@@ -103,17 +90,14 @@ class StereoNetNode(Node):
             raise StartupError("invalid parameters: " + "; ".join(errors))
         self.stats = NodeStats()
         try:
-            self.switch = EngineSwitch(_coerce(raw), build_engine, on_switched=self._switched,
+            self.switch = EngineSwitch(coerce(raw), build_engine, on_switched=self._switched,
                                        on_failed=self._switch_failed)
         except (CheckpointError, EngineConfigError) as exc:
             raise StartupError(str(exc)) from exc
         self._note_device_fallback(self.engine, self.values)
         self.get_logger().info(self.engine.describe())
-        if "random" in str(self.engine.ckpt.info.get("weights", "")):
+        if self.engine.ckpt.random_weights:
             self.get_logger().warning("THE CHECKPOINT HOLDS RANDOMLY INITIALISED WEIGHTS: outputs are meaningless")
-        self._slot_cv = threading.Condition()
-        self._slot: Optional[Tuple[Any, Any, float]] = None   # (left, right, perf_counter when paired)
-        self._running = True
         self._last_stamp: Optional[int] = None
         self._image_size: Optional[Tuple[int, int]] = None    # (w, h) of the last pair
         self._last_pair_time = time.monotonic()  # start counts as the last pair (no-input warning)
@@ -136,8 +120,8 @@ class StereoNetNode(Node):
             f"{self.get_fully_qualified_name()} ready: inputs {', '.join(self.inputs.resolved().values())}; "
             f"outputs {', '.join(outputs)}; model {self.engine.describe()}; device {self.engine.device} "
             f"{self.engine.precision_name}")
-        self._worker = threading.Thread(target=self._work, name="stereonet-inference", daemon=True)
-        self._worker.start()
+        self._worker = NewestWorker(self._work, on_replaced=lambda: self.stats.drop("overrun"),
+                                    name="stereonet-inference")
 
     @property
     def engine(self) -> StereoEngine:
@@ -150,7 +134,7 @@ class StereoNetNode(Node):
 
     @property
     def options(self) -> OutputOptions:
-        return output_options(self.values)
+        return OutputOptions.from_params(self.values)
 
     def _refuse_unknown_parameters(self, qos: bool) -> None:
         """StartupError naming every override (command line, params file, constructor) that is
@@ -192,30 +176,18 @@ class StereoNetNode(Node):
             self._warn("stamp_backwards", f"stereo stamps went backwards by {back:.3f} s (bag loop or clock "
                        "jump); continuing with the new timeline")
         self._last_stamp = t
-        with self._slot_cv:
-            if self._slot is not None:
-                self.stats.drop("overrun")
-            self._slot = (left, right, time.perf_counter())
-            self._slot_cv.notify()
+        self._worker.put((left, right))
 
     # ----- processing ----------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._slot_cv:
-                while self._slot is None and self._running:
-                    self._slot_cv.wait(0.5)
-                if not self._running:
-                    return
-                left, right, t_paired = self._slot
-                self._slot = None
-            try:
-                self.process(left, right, t_paired)
-            except Exception as exc:  # never let one frame kill the worker
-                if not self.context.ok():
-                    return  # SIGINT/SIGTERM shut the context down mid-publish: stop quietly
-                self.stats.drop("inference_error", f"{type(exc).__name__}: {exc}")
-                self._warn("inference_error", f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
-                           + traceback.format_exc(limit=3))
+    def _work(self, pair: Tuple[Image, Image], t_paired: float) -> None:
+        try:
+            self.process(*pair, t_paired)
+        except Exception as exc:  # never let one frame kill the worker
+            if not self.context.ok():
+                return  # SIGINT/SIGTERM shut the context down mid-publish: stop quietly
+            self.stats.drop("inference_error", f"{type(exc).__name__}: {exc}")
+            self._warn("inference_error", f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
+                       + traceback.format_exc(limit=3))
 
     def _note_subscribers(self, any_wanted: bool) -> None:
         """Log the change between 'no output has a subscriber' and processing (once each)."""
@@ -233,7 +205,7 @@ class StereoNetNode(Node):
         subscriber (counted as the event 'no_subscriber')."""
         t_recv = time.perf_counter()
         engine, v = self.switch.current()
-        opts = output_options(v)
+        opts = OutputOptions.from_params(v)
         wanted = self.outputs.wanted(v)
         self._note_subscribers(any(wanted.values()))
         if not any(wanted.values()):
@@ -299,7 +271,7 @@ class StereoNetNode(Node):
             err = validate(name, value)
             if err:
                 return self._reject(err)
-        new = _coerce({**self.switch.requested, **changes})
+        new = coerce({**self.switch.requested, **changes})
         errors = validate_all(new)
         if errors:
             return self._reject("; ".join(errors))
@@ -357,14 +329,7 @@ class StereoNetNode(Node):
     def shutdown(self) -> None:
         """Stop the worker thread (idempotent); the frame in progress finishes first."""
         worker = getattr(self, "_worker", None)
-        if worker is None:
-            return
-        with self._slot_cv:
-            self._running = False
-            self._slot = None
-            self._slot_cv.notify_all()
-        worker.join(timeout=10.0)
-        if worker.is_alive():  # pragma: no cover - a frame stuck for 10 s
+        if worker is not None and not worker.stop(10.0):  # pragma: no cover - a frame stuck for 10 s
             self.get_logger().error("inference thread did not stop within 10 s")
 
     def destroy_node(self) -> None:

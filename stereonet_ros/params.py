@@ -172,6 +172,12 @@ def validate(name: str, value: Any) -> Optional[str]:
     return None if err is None else f"parameter '{name}' = {value!r} {err}"
 
 
+def coerce(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Integers given for float parameters (``-p max_disparity:=64``) become floats."""
+    return {n: float(v) if isinstance(SPECS[n].default, float) and isinstance(v, int)
+            and not isinstance(v, bool) else v for n, v in values.items()}
+
+
 def validate_all(values: Dict[str, Any]) -> List[str]:
     """Every problem in a full set of values, including cross-parameter ones."""
     errors = [e for n, v in values.items() if (e := validate(n, v))]

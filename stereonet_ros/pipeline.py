@@ -63,6 +63,15 @@ class OutputOptions:
     want_points: bool = True
     want_color: bool = True             # rgb in the cloud
 
+    @classmethod
+    def from_params(cls, v: Dict[str, Any]) -> "OutputOptions":
+        """From the node's parameter values (``publish_confidence`` / ``publish_points`` /
+        ``cloud_color`` are the want_* fields)."""
+        return cls(confidence_threshold=v["confidence_threshold"], lr_check=v["lr_check"],
+                   lr_threshold=v["lr_threshold"], min_depth=v["min_depth"], max_depth=v["max_depth"],
+                   cloud_decimation=v["cloud_decimation"], want_confidence=v["publish_confidence"],
+                   want_points=v["publish_points"], want_color=v["cloud_color"])
+
 
 @dataclass
 class FrameOutput:

@@ -339,3 +339,27 @@ def test_engine_switch_swaps_after_warm_up_accumulates_changes_and_restores_on_f
     assert sw.engine is running and sw.values["refiners"] == 0
     assert failed == [("EngineOutOfMemory: CUDA out of memory at 96x64", {"refiners": 0})]
     assert sw.requested["refiners"] == 0                          # restored
+
+
+def test_newest_worker_computes_the_newest_item_and_counts_the_replaced():
+    import threading
+    from stereonet_ros.newest_worker import NewestWorker
+    busy, release, seen, replaced = threading.Event(), threading.Event(), [], []
+
+    def handle(item, t_put):
+        seen.append(item)
+        busy.set()
+        release.wait(10)
+
+    w = NewestWorker(handle, on_replaced=lambda: replaced.append(1))
+    w.put(1)
+    assert busy.wait(10)           # 1 is in progress
+    for item in (2, 3, 4):         # 2 and 3 wait in the slot and are replaced
+        w.put(item)
+    release.set()
+    from helpers import wait_for
+    assert wait_for(lambda: seen[-1] == 4, 10)
+    assert seen == [1, 4] and len(replaced) == 2
+    assert w.stop(5) and w.stop(5)  # idempotent
+    w.put(5)                        # after stop: never handled
+    assert not wait_for(lambda: len(seen) > 2, 0.2)
