@@ -26,9 +26,9 @@ setup(
     entry_points={
         "console_scripts": [
             "stereonet_node = stereonet_ros.node_main:main",
-            "stereonet-eval = stereonet_ros.evaluate:main",
-            "stereonet-replay = stereonet_ros.replay:main",
-            "stereonet-bench = stereonet_ros.bench:main",
+            "stereonet-eval = stereonet_ros.tools.evaluate:main",
+            "stereonet-replay = stereonet_ros.tools.replay:main",
+            "stereonet-bench = stereonet_ros.tools.bench:main",
             "stereonet-train = training.cli:main",
         ],
     },

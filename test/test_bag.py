@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stereonet_ros import bag
+from stereonet_ros.tools import bag
 
 T0 = 1_650_000_000_000_000_000
 PERIOD = 100_000_000  # 10 Hz

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from stereonet_ros import bench
+from stereonet_ros.tools import bench
 
 
 def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):

@@ -11,7 +11,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from helpers import Collector, Spinner, camera_infos, image_msg, shifted_pair, to_encoding, wait_for
-from stereonet_ros import bag, imageconv
+from stereonet_ros import imageconv
+from stereonet_ros.tools import bag
 from stereonet_ros.imageconv import ImageFormatError, compress_image, decode_compressed, image_to_numpy
 
 _ns = itertools.count()
@@ -218,7 +219,7 @@ def test_bag_reader_decodes_compressed_images_found_under_the_compressed_topic(t
 
 def test_evaluate_on_a_compressed_bag_counts_an_undecodable_frame_and_evaluates_the_rest(tiny_checkpoint, tmp_path):
     from stereonet_ros.engine import StereoEngine
-    from stereonet_ros.evaluate import EvalOptions, evaluate_frames
+    from stereonet_ros.tools.evaluate import EvalOptions, evaluate_frames
     pairs = write_compressed_bag(tmp_path / "b", "png")
     # the same frames again with frame 1's left image corrupted
     with bag.BagWriter(tmp_path / "bad", "sqlite3") as w:
@@ -249,7 +250,7 @@ def test_replay_plays_a_compressed_bag_into_the_node(ros, tiny_checkpoint, tmp_p
     """BagPlayer publishes the bag's CompressedImage topics as they are; the node with
     image_transport compressed in the root namespace pairs and processes every frame."""
     from stereonet_ros.node import StereoNetNode
-    from stereonet_ros.replay import BagPlayer, counted_image_topic
+    from stereonet_ros.tools.replay import BagPlayer, counted_image_topic
     write_compressed_bag(tmp_path / "b", "jpeg", n=3)
     ns = f"/czr{next(_ns)}"
     node = StereoNetNode(namespace=ns, parameter_overrides=[

@@ -8,7 +8,7 @@ import torch
 
 from training.datasets import (KITTI, DatasetError, FolderPairs, Middlebury, SceneFlow,
                                SyntheticStereo, read_pfm, read_png16_disparity, write_pfm)
-from training.synthetic import SyntheticConfig
+from stereonet_ros.tools.synthetic import SyntheticConfig
 from training.transforms import StereoTransform, crop, random_crop, resize, scale
 
 H, W = 8, 12

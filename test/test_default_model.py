@@ -12,7 +12,7 @@ import pytest
 
 from stereonet_ros.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from stereonet_ros.metrics import disparity_metrics
-from training.synthetic import SyntheticConfig, render_scene
+from stereonet_ros.tools.synthetic import SyntheticConfig, render_scene
 
 from helpers import Collector, Spinner, camera_infos, image_msg, wait_for
 from robust_helpers import subscribed_input_publishers
@@ -43,7 +43,7 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     from stereonet_ros.engine import StereoEngine
     from stereonet_ros.node import StereoNetNode
     from training.measure import predict
-    from training.synthetic import fronto_parallel_pair
+    from stereonet_ros.tools.synthetic import fronto_parallel_pair
 
     h, w = 192, 384
     node = StereoNetNode(namespace="/planes",

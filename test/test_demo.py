@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stereonet_ros import bag, demo
+from stereonet_ros.tools import bag, demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_demo_bag_has_exact_ground_truth_and_is_cached(tmp_path):
                     reason="needs root and a working 'unshare -n' for reliable large-image DDS")
 def test_demo_end_to_end_with_the_node_process(tiny_checkpoint, tmp_path, ros_domain):
     env = dict(os.environ, STEREONET_DEMO_DOMAIN=str(ros_domain), PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "stereonet_ros.demo", "--checkpoint", str(tiny_checkpoint), "--frames", "4",
+    cmd = [sys.executable, "-m", "stereonet_ros.tools.demo", "--checkpoint", str(tiny_checkpoint), "--frames", "4",
            "--width", "64", "--height", "48", "--max-disparity", "16", "--fps", "10", "--rate", "1.0",
            "--input-scale", "1.0", "--settle", "2", "--out", str(tmp_path / "demo"), "--no-progress"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
@@ -81,8 +81,8 @@ def test_photos_show_stereonet_beside_the_sgbm_baseline_with_bars_depth_confiden
     colours are the node's map, the motorcycle's calibration gives Middlebury's depth range,
     and the figure has its three rows and the numbers."""
     import cv2
-    from stereonet_ros import demo_photos as dp
-    from stereonet_ros.baseline import fill_holes_from_left, sgbm_disparity
+    from stereonet_ros.tools import demo_photos as dp
+    from stereonet_ros.tools.baseline import fill_holes_from_left, sgbm_disparity
     from stereonet_ros.engine import StereoEngine
     from stereonet_ros.geometry import disparity_to_depth
     from stereonet_ros.messages import colorize_disparity

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from helpers import shifted_pair, to_encoding
-from stereonet_ros import bag
+from stereonet_ros.tools import bag
 from stereonet_ros.engine import StereoEngine
-from stereonet_ros.evaluate import EvalOptions, evaluate_frames, main, render_cloud
+from stereonet_ros.tools.evaluate import EvalOptions, evaluate_frames, main, render_cloud
 from stereonet_ros.pipeline import OutputOptions, process_pair
 
 W, H, FX, B = 64, 48, 120.0, 0.1
@@ -200,7 +200,7 @@ def test_render_cloud_draws_near_points_over_far_ones():
 def test_published_and_dense_accuracy_are_both_reported_and_labelled(engine, tmp_path, capsys):
     """Pixels the node marks invalid (here: below a confidence threshold) count as errors of
     |gt| in the published numbers; the dense numbers judge the network at every pixel."""
-    from stereonet_ros.evaluate import METRICS_CONVENTION, summary_text
+    from stereonet_ros.tools.evaluate import METRICS_CONVENTION, summary_text
     left, right = pair(0)
     li, ri = infos()
     lm, rm = bag.make_image(left, "rgb8", 0, "l"), bag.make_image(right, "rgb8", 0, "r")

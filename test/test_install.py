@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import importlib.util
 
@@ -68,6 +68,15 @@ def third_party_imports(entry: str) -> Dict[str, Set[str]]:
     """Top-level third-party module -> the repository modules importing it, for everything
     ``entry`` reaches through this repository's own imports (at module level or inside
     functions: a lazy import runs too, only later). Package ``__init__`` files count."""
+    return _scan_imports(entry)[0]
+
+
+def repository_modules_reached(entry: str) -> Set[str]:
+    """This repository's modules ``entry`` reaches (itself included), as the scan sees them."""
+    return {m for m in _scan_imports(entry)[1] if _module_file(m) is not None}
+
+
+def _scan_imports(entry: str) -> Tuple[Dict[str, Set[str]], Set[str]]:
     found: Dict[str, Set[str]] = {}
     seen: Set[str] = set()
     todo = [entry]
@@ -101,7 +110,7 @@ def third_party_imports(entry: str) -> Dict[str, Set[str]]:
                         todo.append(name)
                 elif top and top != "__future__" and top not in sys.stdlib_module_names:
                     found.setdefault(top, set()).add(mod)
-    return found
+    return found, seen
 
 
 def declared_by(module: str) -> Optional[str]:
@@ -127,13 +136,22 @@ def entry_modules() -> Dict[str, str]:
 def test_the_scan_sees_lazy_and_relative_imports():
     """The scanner itself: evaluate imports tqdm inside a function and bag via ``from . import``;
     the node reaches torch only through its own modules (engine, model)."""
-    ev = third_party_imports("stereonet_ros.evaluate")
-    assert "stereonet_ros.evaluate" in ev["tqdm"]
-    assert "rosbags" in ev and "stereonet_ros.bag" in ev["rosbags"]
+    ev = third_party_imports("stereonet_ros.tools.evaluate")
+    assert "stereonet_ros.tools.evaluate" in ev["tqdm"]
+    assert "rosbags" in ev and "stereonet_ros.tools.bag" in ev["rosbags"]
     node = third_party_imports("stereonet_ros.node_main")
     assert {"rclpy", "torch", "cv2", "numpy"} <= set(node)
     assert not {"os", "typing", "stereonet_ros", "training"} & set(node)
     assert "lightning" in third_party_imports("training.cli")
+
+
+def test_the_run_time_core_never_reaches_the_tools_or_training():
+    """The node (and the engine it builds) imports nothing of stereonet_ros.tools or training/:
+    the tools depend on the core, never the reverse."""
+    reached = repository_modules_reached("stereonet_ros.node_main")
+    assert {"stereonet_ros.node", "stereonet_ros.engine", "stereonet_ros.messages"} <= reached
+    assert not {m for m in reached if m.startswith(("stereonet_ros.tools", "training"))}, sorted(reached)
+    assert "stereonet_ros.tools.bag" in repository_modules_reached("stereonet_ros.tools.evaluate")
 
 
 @pytest.mark.parametrize("script", sorted(console_scripts()))

@@ -212,7 +212,7 @@ def test_raw_calibration_next_to_rectified_images_is_no_warning():
 
 def test_sgbm_holes_are_filled_from_the_left_then_from_the_right_at_a_row_start():
     import numpy as np
-    from stereonet_ros.baseline import fill_holes_from_left
+    from stereonet_ros.tools.baseline import fill_holes_from_left
     n = np.nan
     d = np.array([[n, n, 3.0, n, 5.0, n],       # row start: first value to the right
                   [1.0, n, n, 4.0, n, n],       # interior and trailing holes: value to the left

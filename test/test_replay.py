@@ -10,8 +10,8 @@ import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from helpers import Spinner, wait_for
-from stereonet_ros import bag
-from stereonet_ros.replay import BagPlayer, cdr_restamp, cdr_stamp, live_report, OutputRecorder
+from stereonet_ros.tools import bag
+from stereonet_ros.tools.replay import BagPlayer, cdr_restamp, cdr_stamp, live_report, OutputRecorder
 
 _ns = itertools.count()
 N, PERIOD_NS = 12, 100_000_000   # 12 frames recorded 100 ms apart (10 Hz)
@@ -145,7 +145,7 @@ def test_cli_plays_and_accepts_ros_arguments(tmp_path, ros_domain):
     write_bag(tmp_path / "b", "mcap")
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain), PYTHONPATH=str(root))
-    res = subprocess.run([sys.executable, "-m", "stereonet_ros.replay", str(tmp_path / "b"), "--rate", "8",
+    res = subprocess.run([sys.executable, "-m", "stereonet_ros.tools.replay", str(tmp_path / "b"), "--rate", "8",
                           "--wait-subscribers", "0", "--ros-args", "-r", "__node:=replay_cli_test"],
                          capture_output=True, text=True, timeout=60, cwd=root, env=env)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from training.synthetic import (TEXTURE_FILES, SyntheticConfig, left_right_consistent,
+from stereonet_ros.tools.synthetic import (TEXTURE_FILES, SyntheticConfig, left_right_consistent,
                                 render_scene, texture_bank, warp_right_to_left)
 
 SMALL = dict(height=64, width=128, max_disparity=48.0)
@@ -88,7 +88,7 @@ def test_detail_and_vignette_keep_the_geometry_exact_and_change_the_views():
     """The realism knobs alter appearance only: the disparity maps are those of the plain
     scene, the left view gains high-frequency energy, and vignetting darkens the corners."""
     import numpy as np
-    from training.synthetic import SyntheticConfig, render_scene
+    from stereonet_ros.tools.synthetic import SyntheticConfig, render_scene
     base = SyntheticConfig(height=64, width=128, max_disparity=24.0, noise_max=0.0, photometric=0.0)
     plain = render_scene(5, base)
     rich = render_scene(5, SyntheticConfig(**{**base.to_dict(), "detail": 0.15, "vignette": 0.5}))

@@ -11,7 +11,7 @@ from training.cli import main
 from training.datamodule import StereoDataModule
 from training.datasets import SyntheticStereo
 from training.module import StereoNetModule, pyramid_loss
-from training.synthetic import SyntheticConfig
+from stereonet_ros.tools.synthetic import SyntheticConfig
 
 TINY = dict(k=2, features=8, max_disparity=16)
 

@@ -20,7 +20,7 @@ from training.datasets import FolderPairs, SgbmLabels, SyntheticStereo, family_s
 from training.loss import (distribution_cross_entropy, distribution_target, photometric_loss,
                            warp_by_disparity)
 from training.module import StereoNetModule, lr_factor_fn
-from training.synthetic import SyntheticConfig
+from stereonet_ros.tools.synthetic import SyntheticConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(k=2, features=8, max_disparity=16)
@@ -259,7 +259,7 @@ def test_sgbm_labels_are_sparse_left_right_checked_and_mixed_in_as_a_third_sourc
 
 
 def test_flip_swap_turns_the_right_view_into_a_consistent_left_view():
-    from training.synthetic import left_right_consistent, render_scene, warp_right_to_left
+    from stereonet_ros.tools.synthetic import left_right_consistent, render_scene, warp_right_to_left
     from training.transforms import StereoTransform, flip_swap
     s = render_scene(3, SyntheticConfig(height=48, width=96, max_disparity=12.0, integer_disparity=True,
                                         noise_max=0.0, photometric=0.0, blur_max=0.0))
@@ -319,7 +319,7 @@ def test_self_supervised_fine_tuning_on_a_rosbag_without_ground_truth(tmp_path):
     """`stereonet-train fit` on a bag of raw pairs (no gt topic): the bag is read with the
     project's reader, SGBM labels are added, and a real optimisation step runs."""
     pytest.importorskip("jsonargparse")
-    from stereonet_ros import bag
+    from stereonet_ros.tools import bag
     from training.cli import main
     topics = bag.StereoTopics(gt_disparity=None, gt_depth=None)
     left, right = _photo_pair(h=48, w=96, d=5.0)

@@ -2,7 +2,7 @@
 
 Modules (import them explicitly; this package import stays light):
 
-- ``training.synthetic``: procedural stereo scenes with exact disparity (no download);
+- ``stereonet_ros.tools.synthetic``: procedural stereo scenes with exact disparity (no download);
 - ``training.datasets`` / ``training.transforms``: SceneFlow, KITTI, Middlebury, folder, synthetic;
 - ``training.loss``: Barron's general robust loss;
 - ``training.module`` / ``training.datamodule``: LightningModule / LightningDataModule;

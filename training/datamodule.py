@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .datasets import (KITTI, BagPairs, FolderPairs, Middlebury, MixedStereo, SceneFlow, SgbmLabels,
                        SyntheticStereo, family_split)
-from .synthetic import SyntheticConfig
+from stereonet_ros.tools.synthetic import SyntheticConfig
 from .transforms import StereoTransform
 
 NAMES = ("synthetic", "sceneflow", "kitti2012", "kitti2015", "middlebury", "folder", "bag")
@@ -39,7 +39,7 @@ class StereoDataModule(pl.LightningDataModule):
         train_size / val_size: number of synthetic scenes (train seeds ``seed_base + i``,
             val seeds ``val_seed_base + i``; the ranges must not overlap).
         max_disparity: synthetic scenes sample disparities in [0, max_disparity) (pixels).
-        synthetic: overrides of :class:`training.synthetic.SyntheticConfig` fields.
+        synthetic: overrides of :class:`stereonet_ros.tools.synthetic.SyntheticConfig` fields.
         augment, photometric_strength, grey_prob: training augmentation.
         flip_swap_prob: probability of mirroring a training sample that has a right disparity
             into a swapped pair (right-view supervision without the network's right pass;
@@ -55,7 +55,7 @@ class StereoDataModule(pl.LightningDataModule):
         synthetic_fraction: share of training samples that are synthetic scenes (rendered at
             the crop size with ``synthetic`` overrides) mixed into a real dataset.
         epoch_size: samples per training epoch of a mixed set (real sets are small).
-        bag_topics: ``bag`` datasets: topic names (keys of ``stereonet_ros.bag.StereoTopics``);
+        bag_topics: ``bag`` datasets: topic names (keys of ``stereonet_ros.tools.bag.StereoTopics``);
             bag_every keeps every n-th pair, bag_limit caps how many are loaded.
         sgbm_labels: training pairs without ground truth get sparse, left-right-checked SGBM
             labels (for self-supervised fine-tuning).

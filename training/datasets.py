@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .synthetic import SyntheticConfig, render_scene
+from stereonet_ros.tools.synthetic import SyntheticConfig, render_scene
 from .transforms import Sample, StereoTransform, to_tensors
 
 PathLike = Union[str, Path]
@@ -477,7 +477,7 @@ class BagPairs(Dataset):
     def __init__(self, path: PathLike, transform: Optional[StereoTransform] = None,
                  topics: Optional[Dict[str, str]] = None, limit: Optional[int] = None,
                  every: int = 1) -> None:
-        from stereonet_ros.bag import BagError, StereoTopics, read_stereo_frames
+        from stereonet_ros.tools.bag import BagError, StereoTopics, read_stereo_frames
         from stereonet_ros.imageconv import image_to_numpy, is_compressed, to_rgb_float
 
         self.transform = transform or StereoTransform()
@@ -540,7 +540,7 @@ class SgbmLabels(Dataset):
         return len(self.base)  # type: ignore[arg-type]
 
     def load(self, index: int) -> Sample:
-        from stereonet_ros.baseline import sgbm_disparity
+        from stereonet_ros.tools.baseline import sgbm_disparity
 
         s = dict(self.base.load(index))  # type: ignore[attr-defined]
         if index not in self._labels:

@@ -5,7 +5,7 @@
 
 Every prediction comes from :class:`stereonet_ros.engine.StereoEngine` fed 8-bit RGB, as the
 node feeds it (grey pairs replicated to three channels), and every comparison is against
-:mod:`stereonet_ros.baseline` (the bench's SGBM too).
+:mod:`stereonet_ros.tools.baseline` (the bench's SGBM too).
 
 1. Real validation pairs (``--data``, one folder per pair): the validation split of
    ``training.datasets.family_split`` (every ``--val-every``-th pair of the training
@@ -35,11 +35,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from stereonet_ros.baseline import fill_holes_from_left, sgbm_disparity
+from stereonet_ros.tools.baseline import fill_holes_from_left, sgbm_disparity
 from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
 from stereonet_ros.engine import StereoEngine
 from stereonet_ros.engine_config import EngineConfig
-from stereonet_ros.figures import label
+from stereonet_ros.tools.figures import label
 from stereonet_ros.messages import colorize_disparity
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
 from stereonet_ros.pipeline import match_in_view
@@ -171,7 +171,7 @@ def synthetic_val(engine: StereoEngine, n: int, seed_base: int, size: Tuple[int,
     """StereoNet and SGBM (holes filled) on ``n`` held-out synthetic scenes, over all,
     visible and occluded ground-truth pixels apart (occluded: the left pixel has no
     consistent match in the right view, or it falls outside it)."""
-    from .synthetic import SyntheticConfig, left_right_consistent, render_scene
+    from stereonet_ros.tools.synthetic import SyntheticConfig, left_right_consistent, render_scene
 
     maxd = float(engine.max_disparity)
     cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(maxd, 0.25 * size[1]))
@@ -192,7 +192,7 @@ def plane_sweep(engine: StereoEngine, disparities: Sequence[float], size: Tuple[
                 seed: int = 0) -> List[Dict[str, float]]:
     """Median disparity read on the central region of textured fronto-parallel planes at
     each true disparity (px): the sub-pixel precision of the node's output."""
-    from .synthetic import fronto_parallel_pair
+    from stereonet_ros.tools.synthetic import fronto_parallel_pair
 
     rows = []
     for d in disparities:
@@ -231,7 +231,7 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
     """
     import skimage.data
 
-    from .synthetic import SyntheticConfig, render_scene
+    from stereonet_ros.tools.synthetic import SyntheticConfig, render_scene
 
     maxd = ck.config.max_disparity
     cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(float(maxd), 0.25 * size[1]))

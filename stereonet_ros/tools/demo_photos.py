@@ -31,7 +31,7 @@ import numpy as np
 
 from .figures import label, text_tile
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 OAKD_PAIRS = ("desk", "cycles")
 
 
@@ -94,7 +94,7 @@ def colour_tile(values: np.ndarray, valid: np.ndarray, lo: float, hi: float, tit
     """bgr8 tile: ``values`` coloured over [lo, hi] with ``messages.colorize_disparity`` (the
     node's map, high = warm; ``near_warm_low`` flips it so small values are warm, for depth),
     invalid black, a colour bar with its end values and ``unit`` at the right, ``title`` on top."""
-    from .messages import colorize_disparity
+    from ..messages import colorize_disparity
     h, w = values.shape
     v = np.asarray(values, np.float32)
     shown = (lo + hi - v) if near_warm_low else v
@@ -130,9 +130,9 @@ def run_pair(engine: Any, pair: PhotoPair) -> Dict[str, Any]:
     from . import bag
     from .baseline import fill_holes_from_left, sgbm_disparity
     from .evaluate import frame_metrics
-    from .geometry import raw_to_published_disparity
-    from .metrics import disparity_metrics
-    from .pipeline import OutputOptions, process_pair
+    from ..geometry import raw_to_published_disparity
+    from ..metrics import disparity_metrics
+    from ..pipeline import OutputOptions, process_pair
     h, w = pair.left.shape[:2]
     li = bag.make_camera_info(w, h, pair.fx, pair.baseline, cx=pair.cx_left, cy=pair.cy)
     ri = bag.make_camera_info(w, h, pair.fx, pair.baseline, cx=pair.cx_left, cy=pair.cy, right=True,
@@ -167,7 +167,7 @@ def pair_figure(pair: PhotoPair, r: Dict[str, Any]) -> np.ndarray:
     """The bgr8 figure of one pair: left | StereoNet | SGBM filled; ground truth (or SGBM with its
     holes) | StereoNet depth | SGBM depth; confidence | point cloud with axes; the numbers."""
     from .evaluate import render_cloud
-    from .geometry import disparity_to_depth
+    from ..geometry import disparity_to_depth
     out = r["out"]
     h, w = out.disparity.shape
     valid = out.valid

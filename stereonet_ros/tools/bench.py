@@ -40,10 +40,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
-from .engine import StereoEngine, cpu_has_native_bf16, resolve_device
-from .model import StereoNet, StereoNetConfig, difference_cost_volume
-from .stats import percentiles
+from ..checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
+from ..engine import StereoEngine, cpu_has_native_bf16, resolve_device
+from ..model import StereoNet, StereoNetConfig, difference_cost_volume
+from ..stats import percentiles
 
 DEFAULT_SIZES = "640x480,960x540,1280x720"
 SECTIONS = ("model", "memory", "node", "sgbm", "knobs")
@@ -149,7 +149,7 @@ def make_frames(width: int, height: int, seed: int = 0) -> Tuple[np.ndarray, np.
 
 
 #: The recipe the bundled default checkpoint is trained from (its ``model:`` section).
-DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "config" / "train_default.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "config" / "train_default.yaml"
 
 
 def default_architecture() -> Tuple[StereoNetConfig, str]:
@@ -368,8 +368,8 @@ class Bench:
         from sensor_msgs.msg import CameraInfo, Image
         from stereo_msgs.msg import DisparityImage
         from sensor_msgs.msg import PointCloud2
-        from .imageconv import fill_image
-        from .node import StereoNetNode
+        from ..imageconv import fill_image
+        from ..node import StereoNetNode
 
         domain = random.randint(100, 200)
         ctx = Context()
@@ -699,7 +699,7 @@ def micro_threads(bench: Bench, eng: StereoEngine, left: torch.Tensor, right: to
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from .imageconv import fill_image
+    from ..imageconv import fill_image
 
     w, h = bench.cfg.sizes[0]
     bench.log(f"[micro: torch threads 1 vs 2 with a ROS executor receiving {w}x{h} rgb8 at 30 Hz]")

@@ -37,10 +37,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import bag
-from .stats import percentiles, status_name
+from ..stats import percentiles, status_name
 from .bag import _cdr_endian, cdr_stamp  # noqa: F401 (re-exported)
-from .imageconv import image_to_numpy
-from .messages import ros_type
+from ..imageconv import image_to_numpy
+from ..messages import ros_type
 
 #: Node output topics the recorder listens to (relative to its namespace) and their types.
 RECORD_TOPICS = {"disparity": "stereo_msgs/msg/DisparityImage", "depth": "sensor_msgs/msg/Image",
@@ -350,7 +350,7 @@ def live_report(player: Optional[BagPlayer], recorder: OutputRecorder, left_topi
     the node's own count of received left images, and latency is only meaningful if the
     player stamped the headers with the publish time.
     """
-    from .metrics import disparity_metrics, mean_metrics
+    from ..metrics import disparity_metrics, mean_metrics
     with recorder.lock:
         arrivals = list(recorder.arrivals)
         disps = dict(recorder.disparities)

@@ -1,7 +1,7 @@
 """The classical reference: OpenCV StereoSGBM, the matcher stereo_image_proc runs.
 
 One definition for every comparison the project makes (``training.measure`` for accuracy,
-``stereonet_ros.bench`` for speed), so speed and accuracy are quoted against the same
+``stereonet_ros.tools.bench`` for speed), so speed and accuracy are quoted against the same
 matcher. Settings are OpenCV's documented sample values, fixed and generic (not tuned to
 any image): 5x5 blocks, P1 = 8·bs², P2 = 32·bs², uniqueness 10, speckle filter 100 / 2,
 left-right check 1 px, 3-way dynamic programming, on grey images.

@@ -1,6 +1,6 @@
 """``stereonet-eval``: offline evaluation of StereoNet over a bag or a folder of pairs.
 
-No ROS runtime: frames are read with ``rosbags`` (``stereonet_ros.bag``) and go through the
+No ROS runtime: frames are read with ``rosbags`` (``stereonet_ros.tools.bag``) and go through the
 node's own per-frame code (``pipeline.process_pair``), so the numbers are the node's minus
 transport. Reports accuracy against ground truth (``stereonet_ros.metrics``; a 32FC1 Image
 or a stereo_msgs/DisparityImage topic), for the published output (pixels the node marks
@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 
 from . import bag
-from .engine_config import EngineConfig
+from ..engine_config import EngineConfig
 from .figures import label, text_tile
-from .metrics import disparity_metrics, mean_metrics, metrics_line
-from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair
-from .stats import percentiles
+from ..metrics import disparity_metrics, mean_metrics, metrics_line
+from ..pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair
+from ..stats import percentiles
 
 OUTPUT_TOPICS = {"disparity": "/stereonet/disparity", "depth": "/stereonet/depth", "points": "/stereonet/points2"}
 
@@ -357,7 +357,7 @@ def evaluate_frames(engine: Any, frames: Iterable[bag.StereoFrame], opts: EvalOp
 
 def save_figures(out_dir: Path, frame: bag.StereoFrame, out: FrameOutput, gt: Optional[np.ndarray],
                  m: Optional[Dict[str, float]]) -> None:
-    from .imageconv import image_to_numpy, to_rgb8
+    from ..imageconv import image_to_numpy, to_rgb8
     left = to_rgb8(image_to_numpy(frame.left), frame.left.encoding)
     text = [f"EPE {m['epe']:.2f} px, bad2 {m['bad2']:.1f} %"] if m else ["no ground truth"]
     figs = frame_panel(left, out.disparity, out.valid, out.max_disparity, gt, out.points, out.rgb8,
@@ -467,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Console entry ``stereonet-eval``; exit 2 on a bad input/config, 1 if no frame processed."""
     a = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .engine import EngineConfigError
+    from ..checkpoint import CheckpointError
+    from ..engine import EngineConfigError
     try:
         engine = EngineConfig.from_args(a).build()
     except (ValueError, CheckpointError, EngineConfigError) as exc:

@@ -31,12 +31,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import messages
+from .. import messages
 # The codec's names, used here and by the bag tools' callers as ``bag.<name>``.
-from .messages import (CAMERA_INFO, CLOUD, COMPRESSED_IMAGE, DISPARITY, IMAGE,  # noqa: F401
+from ..messages import (CAMERA_INFO, CLOUD, COMPRESSED_IMAGE, DISPARITY, IMAGE,  # noqa: F401
                        cloud_to_numpy, stamp_ns)
 
-log = logging.getLogger("stereonet_ros.bag")
+log = logging.getLogger("stereonet_ros.tools.bag")
 
 STORAGES = ("sqlite3", "mcap")
 #: Types a camera image topic may have.
@@ -145,7 +145,7 @@ def gt_disparity_from_image(msg: Any) -> np.ndarray:
 
     Raises ``ValueError`` for another encoding or an inconsistent size.
     """
-    from .imageconv import ImageFormatError, image_to_numpy
+    from ..imageconv import ImageFormatError, image_to_numpy
     if msg.encoding not in ("32FC1", "16UC1"):
         raise ValueError(f"ground truth encoding '{msg.encoding}' is not 32FC1 (or KITTI-style 16UC1)")
     try:
@@ -525,7 +525,7 @@ def _make_frame(index: int, s: int, pending: Dict[str, "OrderedDict[int, Any]"],
     if s in pending["depth"]:
         m = pending["depth"].pop(s)
         if m.encoding == "32FC1":
-            from .imageconv import image_to_numpy
+            from ..imageconv import image_to_numpy
             frame.gt_depth = np.array(image_to_numpy(m), dtype=np.float32)
         else:
             frame.problems.append(f"ground truth depth encoding '{m.encoding}' is not 32FC1")
@@ -539,7 +539,7 @@ def _decompressed(msg: Any, side: str, report: PairingReport, problems: List[str
     """A CompressedImage as a (rosbags) sensor_msgs/Image; an Image unchanged. One that does
     not decode stays compressed and is noted in ``problems``: ``pipeline.process_pair`` then
     rejects the frame with the node's reason, as the node would drop it."""
-    from .imageconv import ImageFormatError, decode_compressed, is_compressed
+    from ..imageconv import ImageFormatError, decode_compressed, is_compressed
     if not is_compressed(msg):
         return msg
     report.compressed_images += 1

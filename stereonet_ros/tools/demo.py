@@ -1,9 +1,9 @@
 """End-to-end demo: synthetic bag -> the real ``stereonet_node`` process -> measured outputs.
 
-``python -m stereonet_ros.demo`` on its defaults:
+``python -m stereonet_ros.tools.demo`` on its defaults:
 
 1. generates (or reuses from ``<out>/cache``) a small synthetic stereo bag with exact
-   ground-truth disparity and depth (``training.synthetic`` scenes);
+   ground-truth disparity and depth (``stereonet_ros.tools.synthetic`` scenes);
 2. starts the node as its own process, ``python -m stereonet_ros.node --ros-args
    --params-file config/stereonet.yaml -p checkpoint:=... -p refiners:=...``;
 3. replays the bag into it with restamped headers (``replay.BagPlayer``) while
@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 
 from . import bag
-from .metrics import metrics_line
+from ..metrics import metrics_line
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the repository (stereonet_ros/tools/demo.py)
 NETNS_MARK = "STEREONET_DEMO_NETNS"
 INPUT_TOPICS = ("/left/camera_info", "/right/camera_info", "/left/image_rect", "/right/image_rect")
 
@@ -75,7 +75,7 @@ class SceneSpec:
 # ----------------------------------------------------------------------------- scenes
 
 def _fallback_scene(seed: int, spec: SceneSpec) -> Dict[str, np.ndarray]:
-    """A textured slanted plane with two fronto-parallel boxes (when training.synthetic is absent).
+    """A textured slanted plane with two fronto-parallel boxes (when stereonet_ros.tools.synthetic is absent).
 
     Exact correspondence ground truth (occlusions are not modelled).
     """
@@ -103,7 +103,7 @@ def _fallback_scene(seed: int, spec: SceneSpec) -> Dict[str, np.ndarray]:
 def render(seed: int, spec: SceneSpec) -> Dict[str, np.ndarray]:
     """One stereo scene (float32 RGB left/right in [0, 1], exact disparity in px)."""
     try:
-        from training.synthetic import SyntheticConfig, render_scene
+        from .synthetic import SyntheticConfig, render_scene
     except Exception:  # training/ not installed (e.g. a robot): a simpler scene still has exact gt
         return _fallback_scene(seed, spec)
     cfg = SyntheticConfig(height=spec.height, width=spec.width, max_disparity=spec.max_disparity,
@@ -166,7 +166,7 @@ def reexec_in_netns(argv: List[str]) -> None:
                               "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
-           sys.executable, "-m", "stereonet_ros.demo", *argv]
+           sys.executable, "-m", "stereonet_ros.tools.demo", *argv]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe("unshare", cmd, env)
@@ -242,9 +242,9 @@ def demo_figures(out_dir: Path, bag_path: Path, rec: Any, player: Any, gt: Dict[
     same geometry functions the node uses), so the figure shows what arrived on the wire.
     """
     from .evaluate import frame_panel
-    from .geometry import depth_to_points, disparity_to_depth, geometry_from_projections
-    from .imageconv import image_to_numpy, to_rgb8
-    from .metrics import disparity_metrics
+    from ..geometry import depth_to_points, disparity_to_depth, geometry_from_projections
+    from ..imageconv import image_to_numpy, to_rgb8
+    from ..metrics import disparity_metrics
     with rec.lock:
         received = {player.stamp_map.get(s, s): (s, v) for s, v in rec.disparities.items()}
         arrival = {a.stamp: a.arrival for a in rec.arrivals if a.topic == "disparity"}
@@ -305,7 +305,7 @@ def default_params_file() -> Path:
 
 
 def checkpoint_info(path: str) -> Dict[str, Any]:
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     ck = load_checkpoint(path or None)
     return {"path": str(ck.path), "info": dict(ck.info), "random_weights": ck.random_weights}
 
@@ -383,8 +383,8 @@ def run_photos(o: DemoOptions, checkpoint: str) -> List[Dict[str, Any]]:
     (same checkpoint, refiners, max_disparity, input_scale), in this process once the node
     has stopped, so the two never share the CPU."""
     from .demo_photos import run
-    from .engine import StereoEngine
-    from .node import default_threads
+    from ..engine import StereoEngine
+    from ..engine_config import default_threads
     engine = StereoEngine(checkpoint=checkpoint, device="auto", input_scale=o.input_scale,
                           max_disparity=float(o.node_max_disparity), refiners=o.refiners,
                           num_threads=o.num_threads or default_threads())
@@ -418,7 +418,7 @@ def summary_text(r: Dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     d, s = DemoOptions(), SceneSpec()
-    p = argparse.ArgumentParser(prog="python -m stereonet_ros.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stereonet_ros.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="", help="'' = the bundled default")
     p.add_argument("--out", default=str(d.out))
     p.add_argument("--frames", type=int, default=s.frames)
@@ -457,7 +457,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     o = DemoOptions(a.checkpoint, Path(a.out), spec, a.rate, a.input_scale, a.refiners, a.node_max_disparity,
                     a.num_threads, Path(a.params_file) if a.params_file else None, settle_s=a.settle, figures=a.figures,
                     progress=not a.no_progress, photos=not a.no_photos)
-    from .checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError
     try:
         report = run_demo(o, transport)
     except CheckpointError as exc:
