@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Deque, Dict, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -102,6 +102,8 @@ class NodeStats:
         self.rates: Dict[str, RateMeter] = {}
         self._lat: Dict[str, Deque[float]] = {}
         self._window = latency_window
+        # per-frame stage dicts, so a reader can tell which stages belong to which frame
+        self._frames: Deque[Dict[str, float]] = deque(maxlen=latency_window)
         self.last_error: Dict[str, str] = {}
 
     def received_msg(self, topic: str) -> None:
@@ -131,6 +133,13 @@ class NodeStats:
             self.rates.setdefault("output", RateMeter()).tick()
             for k, v in stages_ms.items():
                 self._lat.setdefault(k, deque(maxlen=self._window)).append(float(v))
+            self._frames.append({k: float(v) for k, v in stages_ms.items()})
+
+    def recent_frames(self) -> List[Dict[str, float]]:
+        """Stage times (stage -> ms) of each of the last ``latency_window`` processed frames,
+        oldest first; copies, so the caller may keep or change them."""
+        with self._lock:
+            return [dict(f) for f in self._frames]
 
     def latency(self) -> Dict[str, Tuple[float, float, float]]:
         """stage -> (mean, p50, p95) in ms over the recent window."""

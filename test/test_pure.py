@@ -363,3 +363,17 @@ def test_newest_worker_computes_the_newest_item_and_counts_the_replaced():
     assert w.stop(5) and w.stop(5)  # idempotent
     w.put(5)                        # after stop: never handled
     assert not wait_for(lambda: len(seen) > 2, 0.2)
+
+
+def test_node_stats_keeps_the_stage_times_of_each_recent_frame():
+    from stereonet_ros.stats import NodeStats
+    stats = NodeStats(latency_window=2)
+    assert stats.recent_frames() == []
+    for i in range(3):
+        stats.processed_frame({"model": 10.0 + i, "total": 20.0 + i})
+    frames = stats.recent_frames()
+    assert frames == [{"model": 11.0, "total": 21.0}, {"model": 12.0, "total": 22.0}]  # oldest first, bounded
+    assert stats.processed == 3
+    frames[0]["model"] = -1.0  # a copy: the caller's changes do not reach the stats
+    assert stats.recent_frames()[0]["model"] == 11.0
+    assert stats.latency()["model"][0] == pytest.approx(11.5)  # the same window as the latencies
