@@ -1,0 +1,114 @@
+"""The model, memory and knobs sections: the network forward per size and precision, the
+host and GPU peak memory meanwhile, and the full ``engine.infer`` cost of each knob."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ...engine import cpu_has_native_bf16
+from .inputs import make_frames
+from .timing import summarize, time_calls
+
+if TYPE_CHECKING:  # the session imports this module
+    from .session import Bench
+
+
+def precisions_for(device: torch.device) -> List[str]:
+    """Precisions worth timing on ``device``: fp32 on the CPU (and bf16 where the CPU has it
+    natively); fp32, fp16 (and bf16) on CUDA."""
+    if device.type != "cuda":
+        return ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+    out = ["fp32", "fp16"]
+    if torch.cuda.is_bf16_supported():
+        out.append("bf16")
+    return out
+
+
+def _proc_status_mib(field: str) -> Optional[float]:
+    """A kB field of /proc/self/status (VmRSS, VmHWM) in MiB; None where unreadable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB -> MiB
+    except OSError:
+        pass
+    return None
+
+
+def reset_host_peak() -> bool:
+    """Reset VmHWM to the current RSS ('5' > clear_refs, Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_model(bench: Bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """(model rows, memory rows): forward-only timings (ms, Hz) per size and precision, and
+    per size the host RSS before and peak and the GPU peak allocation (MiB). Records the
+    mean times and the auto precision's output on ``bench`` for the later sections."""
+    rows, mem = [], []
+    auto = bench.engine().precision_name
+    for (w, h) in bench.cfg.sizes:
+        peak_ok = reset_host_peak()
+        rss_before = _proc_status_mib("VmRSS")
+        if bench.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(bench.device)
+        for prec in precisions_for(bench.device):
+            eng = bench.engine(prec)
+            left, right = bench.prepared(eng, bench.frames[(w, h)])
+            out: Dict[str, Any] = {}
+
+            def fwd() -> None:
+                # The node's default flags: confidence on, no left-right check.
+                out["o"] = eng.forward(left, right, False, True)
+
+            ms = time_calls(fwd, bench.cfg.iters, bench.cfg.warmup, bench.sync)
+            s = summarize(ms)
+            rows.append({"size": f"{w}x{h}", "precision": prec, **s})
+            bench.model_ms.setdefault((w, h), {})[prec] = s["mean_ms"]
+            if prec == auto:
+                bench.cached_out[(w, h)] = out["o"]
+            bench.log(f"  model {w}x{h} {prec}: {s['mean_ms']:.1f} ms mean, {s['hz']:.2f} Hz")
+        m = {"size": f"{w}x{h}", "host_rss_before_mib": rss_before,
+             "host_peak_rss_mib": _proc_status_mib("VmHWM"),
+             "host_peak_note": "" if peak_ok else "clear_refs refused: VmHWM is the process-lifetime peak",
+             "gpu_peak_allocated_mib": (torch.cuda.max_memory_allocated(bench.device) / 2 ** 20
+                                        if bench.device.type == "cuda" else None)}
+        mem.append(m)
+    return rows, mem
+
+
+def run_knobs(bench: Bench) -> List[Dict[str, Any]]:
+    """Full ``engine.infer`` timings (ms) at the knob size: the base setting, then each knob
+    value alone (input_scale, max_disparity px, refiners), with the ratio to the base."""
+    c = bench.cfg
+    size = c.knob_size
+    frames = bench.frames.get(size) or make_frames(*size)
+    lf, rf = (f.astype(np.float32) / 255.0 for f in frames)
+    variants: List[Tuple[str, Any, Dict[str, Any]]] = [("base", "", {})]
+    variants += [("input_scale", s, {"input_scale": s}) for s in c.input_scales[1:]]
+    variants += [("max_disparity", d, {"max_disparity": d}) for d in c.max_disparities[1:]]
+    variants += [("refiners", n, {"refiners": n}) for n in c.refiners[1:]]
+    rows: List[Dict[str, Any]] = []
+    base_ms = None
+    # One warm-up per knob even on the CPU: a new cost-volume depth or input size needs
+    # new oneDNN primitives, and that first call measured up to 2x a steady frame.
+    cpu = bench.device.type == "cpu"
+    iters, warmup = (max(1, c.iters - 1), max(1, c.warmup)) if cpu else (c.iters, c.warmup)
+    for name, value, kw in variants:
+        eng = bench.engine(**kw)
+        ms = time_calls(lambda: eng.infer(lf, rf, with_confidence=True), iters, warmup, bench.sync)
+        s = summarize(ms)
+        base_ms = s["mean_ms"] if base_ms is None else base_ms
+        rows.append({"knob": name, "value": value, "size": f"{size[0]}x{size[1]}",
+                     "precision": eng.precision_name, "input_scale": eng.input_scale,
+                     "max_disparity_px": eng.max_disparity, "candidates": eng.candidates,
+                     "refiners": eng.config.num_refiners, **s, "ratio_vs_base": s["mean_ms"] / base_ms})
+        bench.log(f"  knob {name}={value}: {s['mean_ms']:.1f} ms ({s['mean_ms'] / base_ms:.2f}x base)")
+    return rows
