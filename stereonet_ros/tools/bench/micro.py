@@ -170,7 +170,7 @@ def micro_threads(bench: Bench, eng: StereoEngine, left: torch.Tensor, right: to
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from ...imageconv import fill_image
+    from ...messages import make_header, make_image
 
     w, h = bench.cfg.sizes[0]
     bench.log(f"[micro: torch threads 1 vs 2 with a ROS executor receiving {w}x{h} rgb8 at 30 Hz]")
@@ -181,7 +181,7 @@ def micro_threads(bench: Bench, eng: StereoEngine, left: torch.Tensor, right: to
     received = [0]
     node.create_subscription(Image, "load", lambda m: received.__setitem__(0, received[0] + 1), qos)
     pub = node.create_publisher(Image, "load", qos)
-    msg = fill_image(Image(), bench.frames[(w, h)][0], "rgb8")
+    msg = make_image(make_header(0, ""), bench.frames[(w, h)][0], "rgb8")
     node.create_timer(1 / 30.0, lambda: pub.publish(msg))
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)

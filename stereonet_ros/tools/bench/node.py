@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ...engine import StereoEngine
+from ...messages import CAMERA_INFO, CLOUD, DISPARITY, IMAGE, make_camera_info, make_header, make_image, ros_type
 from .inputs import make_frames
 from .timing import summarize
 
@@ -18,18 +19,26 @@ if TYPE_CHECKING:  # the session imports this module
     from .session import Bench
 
 OUTPUT_TOPICS = ("disparity", "depth", "points2", "confidence", "disparity/color")
+#: the message type of each output topic subscribed to
+OUTPUT_TYPES = {"disparity": DISPARITY, "depth": IMAGE, "points2": CLOUD, "confidence": IMAGE,
+                "disparity/color": IMAGE}
+#: the input topics published to, and their types
+INPUT_TYPES = {"left/image_rect": IMAGE, "right/image_rect": IMAGE, "left/camera_info": CAMERA_INFO,
+               "right/camera_info": CAMERA_INFO}
+FRAME_ID = "left_optical"  # of every input message (the node publishes in the left frame)
+FOCAL_PER_WIDTH = 0.8      # fx = 0.8 * width px (a ~64 degree horizontal field of view)
+BASELINE_M = 0.12          # metres
+#: stages summarised per frame (``NodeStats`` stage names, ms)
+STAGES = ("decode", "preprocess", "postprocess", "postprocess_numpy", "publish", "model", "total")
 
 
 def run_node(bench: Bench) -> List[Dict[str, Any]]:
+    """Per size, one row of the node's stage times and overhead (ms) over DDS: a fresh node
+    in namespace ``/bench<i>`` with the run's checkpoint, device and base knob settings."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from stereo_msgs.msg import DisparityImage
-    from sensor_msgs.msg import PointCloud2
-    from ...imageconv import fill_image
+
     from ...node import StereoNetNode
 
     domain = random.randint(100, 200)
@@ -47,9 +56,7 @@ def run_node(bench: Bench) -> List[Dict[str, Any]]:
             node = StereoNetNode(namespace=ns, context=ctx, parameter_overrides=params)
             io = rclpy.create_node("bench_io", namespace=ns, context=ctx)
             try:
-                rows.append(_node_one_size(bench, node, io, ctx, (w, h), SingleThreadedExecutor,
-                                                QoSProfile, ReliabilityPolicy, CameraInfo, Image,
-                                                DisparityImage, PointCloud2, fill_image))
+                rows.append(_node_one_size(bench, node, io, ctx, (w, h)))
             finally:
                 node.shutdown()
                 node.destroy_node()
@@ -58,27 +65,35 @@ def run_node(bench: Bench) -> List[Dict[str, Any]]:
         rclpy.try_shutdown(context=ctx)
     return rows
 
-def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, int], Executor: Any,
-                   QoSProfile: Any, Rel: Any, CameraInfo: Any, Image: Any, DisparityImage: Any,
-                   PointCloud2: Any, fill_image: Callable) -> Dict[str, Any]:
-    w, h = size
-    engine = node.engine
-    cached = bench.cached_out.get(size)
-    real_ms: List[float] = []
 
+def replay_network(engine: StereoEngine, cached: Optional[Dict[str, Any]]) -> None:
+    """Make ``engine.forward`` return ``cached`` (the model section's output for this size)
+    instead of running the network; with none yet, or for a left-right check (which needs the
+    right disparity too), the first call runs the network for real and is replayed after.
+
+    The node builds its engine itself from its parameters, and the network time is known
+    from the model section, so replacing this one method on the node's own engine instance
+    is what leaves exactly the node's overhead to measure. It is never undone: the node is
+    destroyed after its size."""
     def replay(left: torch.Tensor, right: torch.Tensor, with_right: bool, with_conf: bool) -> Dict[str, Any]:
         nonlocal cached
-        if cached is None or with_right:  # first call (or an unexpected flag): run it for real
-            t0 = time.perf_counter()
+        if cached is None or with_right:
             cached = StereoEngine.forward(engine, left, right, with_right, with_conf)
-            real_ms.append(1e3 * (time.perf_counter() - t0))
         return cached
 
-    engine.forward = replay  # instance attribute shadows the method
-    stages: List[Dict[str, float]] = []
-    orig = node.stats.processed_frame
-    node.stats.processed_frame = lambda st: (stages.append(dict(st)), orig(st))
+    engine.forward = replay  # type: ignore[method-assign]  # an instance attribute shadows the method
 
+
+def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, int]) -> Dict[str, Any]:
+    """Send 1 + warmup + node_frames pairs of ``size`` (width, height) px through ``node``
+    one at a time, each after the previous one's outputs all came back, and summarise the
+    measured ones (see ``node_row``)."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    w, h = size
+    engine = node.engine
+    replay_network(engine, bench.cached_out.get(size))
     got: Dict[Tuple[int, int], Dict[str, float]] = {}  # stamp -> topic -> receive time
     lock = threading.Lock()
 
@@ -88,15 +103,11 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
         with lock:
             got.setdefault((hdr.stamp.sec, hdr.stamp.nanosec), {})[topic] = t
 
-    types = {"disparity": DisparityImage, "depth": Image, "points2": PointCloud2,
-             "confidence": Image, "disparity/color": Image}
-    rel = QoSProfile(depth=5, reliability=Rel.RELIABLE)
-    subs = [io.create_subscription(types[t], t, lambda m, t=t: on_out(t, m), rel) for t in OUTPUT_TOPICS]
-    pubs = {k: io.create_publisher(t, k, rel) for k, t in (("left/image_rect", Image),
-                                                            ("right/image_rect", Image),
-                                                            ("left/camera_info", CameraInfo),
-                                                            ("right/camera_info", CameraInfo))}
-    ex = Executor(context=ctx)
+    rel = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    subs = [io.create_subscription(ros_type(OUTPUT_TYPES[t]), t, lambda m, t=t: on_out(t, m), rel)
+            for t in OUTPUT_TOPICS]
+    pubs = {k: io.create_publisher(ros_type(t), k, rel) for k, t in INPUT_TYPES.items()}
+    ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(io)
     stop = threading.Event()
@@ -104,7 +115,8 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
                             daemon=True)
     spin.start()
     lost = 0
-    e2e: List[float] = []
+    e2e: List[float] = []                 # ms from publishing the pair to its last output
+    measured: List[Dict[str, float]] = []  # the node's stage times (ms) of those frames
     try:
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline and not (
@@ -112,32 +124,21 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
                 and all(s.get_publisher_count() >= 1 for s in subs)):
             time.sleep(0.02)
         lf, rf = bench.frames.get(size) or make_frames(w, h)
-        fx, base = 0.8 * w, 0.12
+        fx = FOCAL_PER_WIDTH * w
         for i in range(1 + bench.cfg.warmup + bench.cfg.node_frames):
-            stamp_ns = time.time_ns()
-            sec, nsec = divmod(stamp_ns, 1_000_000_000)
-            for side, tx in (("left", 0.0), ("right", -fx * base)):
-                info = CameraInfo()
-                info.header.stamp.sec, info.header.stamp.nanosec = sec, nsec
-                info.header.frame_id = "left_optical"
-                info.width, info.height = w, h
-                info.d = [0.0] * 5
-                info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-                info.p = [fx, 0.0, (w - 1) / 2, tx, 0.0, fx, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
-                pubs[f"{side}/camera_info"].publish(info)
+            header = make_header(time.time_ns(), FRAME_ID)
+            # One rectified pair: the right eye's P[0,3] = -fx * baseline (the codec's convention).
+            for side in ("left", "right"):
+                pubs[f"{side}/camera_info"].publish(make_camera_info(header, w, h, fx, BASELINE_M,
+                                                                     right=side == "right"))
             if i == 0:
                 time.sleep(0.2)  # let camera_info arrive before the first pair
-            msgs = []
-            for side, arr in (("left", lf), ("right", rf)):
-                m = Image()
-                m.header.stamp.sec, m.header.stamp.nanosec = sec, nsec
-                m.header.frame_id = "left_optical"
-                msgs.append(fill_image(m, arr, "rgb8"))
-            n_before = len(stages)
+            msgs = [make_image(header, arr, "rgb8") for arr in (lf, rf)]
+            n_before = node.stats.processed
             t0 = time.perf_counter()
             pubs["left/image_rect"].publish(msgs[0])
             pubs["right/image_rect"].publish(msgs[1])
-            key = (sec, nsec)
+            key = (header.stamp.sec, header.stamp.nanosec)
             end = time.monotonic() + 30.0
             done = False
             while time.monotonic() < end:
@@ -149,7 +150,9 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
             if not done:
                 lost += 1
                 continue
-            if i > bench.cfg.warmup and len(stages) > n_before:
+            if i > bench.cfg.warmup and node.stats.processed > n_before:
+                # Frames go one at a time: the newest frame the node counted is this one.
+                measured.append(node.stats.recent_frames()[-1])
                 with lock:
                     e2e.append(1e3 * (max(got[key].values()) - t0))
             elif i > bench.cfg.warmup:
@@ -158,12 +161,20 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
         stop.set()
         spin.join(5)
         ex.shutdown()
-    measured = stages[-len(e2e):] if e2e else []
-    keys = ("decode", "preprocess", "postprocess", "postprocess_numpy", "publish", "model", "total")
-    st = {k: summarize([s.get(k, 0.0) for s in measured]) if measured else None for k in keys}
+    return node_row(bench, size, engine.precision_name, measured, e2e, lost)
+
+
+def node_row(bench: Bench, size: Tuple[int, int], precision: str, measured: List[Dict[str, float]],
+             e2e: List[float], lost: int) -> Dict[str, Any]:
+    """The report row of one size from the measured frames' stage times and end-to-end
+    times (ms): mean and p95 per stage, the overhead (total - model), the DDS and executor
+    time (end-to-end - total), and with the model section's time the share of a frame and
+    the node's estimated rate (Hz) and latency (ms)."""
+    w, h = size
+    st = {k: summarize([s.get(k, 0.0) for s in measured]) if measured else None for k in STAGES}
     overhead = [s["total"] - s.get("model", 0.0) for s in measured]
     row: Dict[str, Any] = {"size": f"{w}x{h}", "frames": len(measured), "lost": lost,
-                           "precision": engine.precision_name,
+                           "precision": precision,
                            "stages_ms": {k: (v["mean_ms"] if v else None) for k, v in st.items()},
                            "stages_p95_ms": {k: (v["p95_ms"] if v else None) for k, v in st.items()}}
     if measured:
@@ -180,9 +191,9 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
             row["est_node_hz"] = 1e3 / frame
             row["est_e2e_latency_ms"] = model + ee["mean_ms"]
         bench.log(f"  node {w}x{h}: overhead {ov['mean_ms']:.1f} ms/frame "
-                 f"(decode {st['decode']['mean_ms']:.1f}, engine pre {st['preprocess']['mean_ms']:.1f}, "
-                 f"engine post {st['postprocess']['mean_ms']:.1f}, numpy post "
-                 f"{st['postprocess_numpy']['mean_ms']:.1f}, publish {st['publish']['mean_ms']:.1f}); "
-                 f"DDS+executor {row['transport_ms']:.1f} ms" +
-                 (f"; {row['overhead_pct_of_frame']:.1f}% of a frame" if model else ""))
+                  f"(decode {st['decode']['mean_ms']:.1f}, engine pre {st['preprocess']['mean_ms']:.1f}, "
+                  f"engine post {st['postprocess']['mean_ms']:.1f}, numpy post "
+                  f"{st['postprocess_numpy']['mean_ms']:.1f}, publish {st['publish']['mean_ms']:.1f}); "
+                  f"DDS+executor {row['transport_ms']:.1f} ms" +
+                  (f"; {row['overhead_pct_of_frame']:.1f}% of a frame" if model else ""))
     return row
