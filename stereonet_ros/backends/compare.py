@@ -27,7 +27,7 @@ def time_backends(checkpoint: str = "", width: int = 640, height: int = 480, ite
     ``model`` stage alone, the ratio onnxruntime / torch of the mean model time, the time of
     the first onnxruntime frame (export or cache load) and the largest disparity difference
     between the two backends in native pixels."""
-    from ..bench import make_frames, summarize
+    from ..tools.bench import make_frames, summarize
     from ..engine import StereoEngine
 
     left, right = make_frames(width, height)
