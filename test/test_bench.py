@@ -17,7 +17,7 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
                        "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    for section in ("meta", "model", "memory", "node", "sgbm", "knobs", "micro"):
+    for section in ("meta", "model", "memory", "peak", "node", "sgbm", "knobs", "micro"):
         assert report.get(section), f"section '{section}' missing or empty"
     assert report["meta"]["config"]["features"] == 8
     precisions = {r["precision"] for r in report["model"]}
@@ -26,6 +26,9 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
         assert key in report["model"][0]
     mem = report["memory"][0]
     assert mem["host_peak_rss_mib"] > 0 and "gpu_peak_allocated_mib" in mem
+    peak = report["peak"][0]
+    assert peak["model_gflop"] > 0 and peak["peak_gflops"] > 0 and 0 < peak["pct_of_peak"]
+    assert set(peak["gflop_by_part"]) == {"features", "cost_filter", "refiners"}
     node = report["node"][0]
     assert node["frames"] == 1, node  # the frame crossed DDS both ways
     for stage in ("decode", "preprocess", "postprocess", "postprocess_numpy", "publish", "total"):
@@ -39,6 +42,28 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     assert "channels_last" in micro and "threads" in micro and "fold_bn" in micro
     assert micro["fold_bn"]["max_abs_disparity_diff_px"] < 1e-2  # folding keeps the outputs
     assert "Model only" in capsys.readouterr().out
+
+
+def test_conv_flops_counts_every_convolution_of_the_forward():
+    """The peak section's work count on a module whose count is known by hand: 2 FLOP per
+    multiply-add, grouped by the top-level child holding the convolution."""
+    import torch
+
+    from stereonet_ros.tools.bench.peak import conv_flops
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)                   # -> (1, 4, 8, 16)
+            self.volume = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1))       # -> (1, 2, 3, 16, 32)
+
+        def forward(self, left, right):
+            return self.image(left), self.volume(right.unsqueeze(1)[:, :, :3])
+
+    got = conv_flops(Two(), torch.rand(1, 3, 16, 32), torch.rand(1, 3, 16, 32))
+    assert got["image"] == 2 * (4 * 8 * 16) * 3 * 9
+    assert got["volume"] == 2 * (2 * 3 * 16 * 32) * 1 * 27
+    assert got["total"] == got["image"] + got["volume"]
 
 
 def test_fold_batchnorm_keeps_outputs_with_trained_statistics():

@@ -26,6 +26,11 @@ def format_report(r: Dict[str, Any]) -> str:
             g = x["gpu_peak_allocated_mib"]
             lines.append(f"{x['size']:>10} {x['host_rss_before_mib'] or 0:16.0f} {x['host_peak_rss_mib'] or 0:10.0f} "
                          f"{'-' if g is None else f'{g:.0f}':>9}")
+    if r.get("peak"):
+        lines += ["", "Convolution work vs the measured peak (a 64->64 3x3 conv at 240x320)",
+                  f"{'size':>10} {'prec':>5} {'GFLOP':>7} {'ms':>7} {'GFLOP/s':>8} {'peak':>7} {'% peak':>7}"]
+        lines += [f"{x['size']:>10} {x['precision']:>5} {x['model_gflop']:7.2f} {x['model_ms']:7.1f} "
+                  f"{x['achieved_gflops']:8.0f} {x['peak_gflops']:7.0f} {x['pct_of_peak']:7.1f}" for x in r["peak"]]
     if r.get("node"):
         lines += ["", "Node overhead per frame over DDS (ms; the network replayed)",
                   f"{'size':>10} {'decode':>7} {'pre':>6} {'post':>6} {'numpy':>6} {'publish':>8} "

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from ...engine import StereoEngine, resolve_device
-from . import baselines, micro, model, node
+from . import baselines, micro, model, node, peak
 from .inputs import load_or_random, make_frames
 from .micro import MICRO_PARTS
 from .timing import synchronizer
 
-SECTIONS = ("model", "memory", "node", "sgbm", "knobs")
+SECTIONS = ("model", "memory", "peak", "node", "sgbm", "knobs")
 
 
 @dataclasses.dataclass
@@ -126,6 +126,9 @@ class Bench:
         if "model" in c.sections or "memory" in c.sections:
             self.log("[model + memory]")
             report["model"], report["memory"] = model.run_model(self)
+        if "peak" in c.sections and self.model_ms:
+            self.log("[convolution work vs the measured peak]")
+            report["peak"] = peak.run_peak(self)
         if "node" in c.sections:
             self.log("[node over DDS, network replayed]")
             report["node"] = node.run_node(self)
