@@ -28,6 +28,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from .allocator import keep_large_allocations  # noqa: E402
 from .camera_infos import CameraInfoCache  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .diagnostics import DiagnosticsReport, fell_back_to_cpu, no_input_text  # noqa: E402
@@ -89,6 +90,7 @@ class StereoNetNode(Node):
         if errors:
             raise StartupError("invalid parameters: " + "; ".join(errors))
         self.stats = NodeStats()
+        keep_large_allocations()  # a frame's MB-sized buffers reused, not re-faulted (allocator.py)
         try:
             self.switch = EngineSwitch(coerce(raw), build_engine, on_switched=self._switched,
                                        on_failed=self._switch_failed)

@@ -377,3 +377,13 @@ def test_node_stats_keeps_the_stage_times_of_each_recent_frame():
     frames[0]["model"] = -1.0  # a copy: the caller's changes do not reach the stats
     assert stats.recent_frames()[0]["model"] == 11.0
     assert stats.latency()["model"][0] == pytest.approx(11.5)  # the same window as the latencies
+
+
+def test_keep_large_allocations_takes_effect_on_glibc_and_is_idempotent():
+    import platform
+    from stereonet_ros.allocator import keep_large_allocations
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_large_allocations() is expected
+    assert keep_large_allocations() is expected
+    big = np.ones(8 * 2 ** 20, np.uint8)   # an 8 MiB buffer allocates and frees as before
+    assert int(big.sum()) == 8 * 2 ** 20

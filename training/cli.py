@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from stereonet_ros.allocator import keep_large_allocations
+
 LINKS = (("model.max_disparity", "data.max_disparity"), ("model.in_channels", "data.in_channels"))
 
 
@@ -106,6 +108,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "export":
         return _export_main(args[1:])
+    # Every step allocates MB-sized activations: keep them in the heap instead of a fresh
+    # mmap (and its page faults) per step, as the node does (stereonet_ros/allocator.py).
+    keep_large_allocations()
     _lightning_cli(args)
     return 0
 

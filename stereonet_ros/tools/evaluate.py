@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from . import bag
+from ..allocator import keep_large_allocations
 from ..engine_config import EngineConfig
 from .figures import label, text_tile
 from ..metrics import disparity_metrics, mean_metrics, metrics_line
@@ -469,6 +470,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     from ..checkpoint import CheckpointError
     from ..engine import EngineConfigError
+    keep_large_allocations()  # as the node does (allocator.py)
     try:
         engine = EngineConfig.from_args(a).build()
     except (ValueError, CheckpointError, EngineConfigError) as exc:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ...allocator import keep_large_allocations
 from ...engine import StereoEngine, resolve_device
 from . import baselines, micro, model, node, peak
 from .inputs import load_or_random, make_frames
@@ -61,6 +62,7 @@ class Bench:
     def __init__(self, cfg: BenchConfig, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
         self.log = log
+        keep_large_allocations()  # as the node does: its frames are what is timed
         self.ckpt, self.note = load_or_random(cfg.checkpoint)
         if self.note:
             log("\n" + "!" * 100 + "\n" + self.note + "\n" + "!" * 100 + "\n")
