@@ -74,38 +74,9 @@ class SceneSpec:
 
 # ----------------------------------------------------------------------------- scenes
 
-def _fallback_scene(seed: int, spec: SceneSpec) -> Dict[str, np.ndarray]:
-    """A textured slanted plane with two fronto-parallel boxes (when stereonet_ros.tools.synthetic is absent).
-
-    Exact correspondence ground truth (occlusions are not modelled).
-    """
-    rng = np.random.default_rng(seed)
-    h, w, dmax = spec.height, spec.width, spec.max_disparity
-    pad = int(np.ceil(dmax)) + 2
-    tex = np.zeros((h, w + pad, 3), np.float32)
-    for cell in (2, 5, 13):
-        small = rng.random((h // cell + 2, (w + pad) // cell + 2, 3)).astype(np.float32)
-        tex += cv2.resize(small, (w + pad + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[:h, :w + pad]
-    tex = (tex - tex.min()) / np.ptp(tex)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    disp = 0.15 * dmax + 0.25 * dmax * yy / h          # floor-like plane
-    for _ in range(2):
-        x0, y0 = rng.integers(0, w * 3 // 4), rng.integers(0, h * 3 // 4)
-        bw, bh = rng.integers(w // 8, w // 3), rng.integers(h // 8, h // 3)
-        disp[y0:y0 + bh, x0:x0 + bw] = rng.uniform(0.5, 0.9) * dmax
-    # right(x) = tex(x + pad); left(x) = tex(x + pad - d(x)): left pixel x shows exactly what
-    # right pixel x - d(x) shows, so d is the exact left disparity at every pixel centre.
-    right = np.ascontiguousarray(tex[:, pad:pad + w])
-    left = cv2.remap(tex, (xx + pad - disp).astype(np.float32), yy, cv2.INTER_LINEAR)
-    return {"left": left, "right": right, "disp": disp.astype(np.float32)}
-
-
 def render(seed: int, spec: SceneSpec) -> Dict[str, np.ndarray]:
     """One stereo scene (float32 RGB left/right in [0, 1], exact disparity in px)."""
-    try:
-        from .synthetic import SyntheticConfig, render_scene
-    except Exception:  # training/ not installed (e.g. a robot): a simpler scene still has exact gt
-        return _fallback_scene(seed, spec)
+    from .synthetic import SyntheticConfig, render_scene
     cfg = SyntheticConfig(height=spec.height, width=spec.width, max_disparity=spec.max_disparity,
                           min_disparity=2.0, noise_max=0.01)
     return render_scene(seed, cfg)

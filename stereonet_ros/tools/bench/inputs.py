@@ -11,6 +11,7 @@ import torch
 
 from ...checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
 from ...model import StereoNet, StereoNetConfig
+from ..synthetic import fronto_parallel_pair
 
 SCENE_DISPARITY = 24  # px, the synthetic plane's shift (well inside every searched range)
 
@@ -19,17 +20,11 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "config" / "train_default
 
 
 def make_frames(width: int, height: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """A textured fronto-parallel plane: (H, W, 3) uint8 left/right, right(x) = left(x + d)."""
-    import cv2
-    rng = np.random.default_rng(seed)
-    d = SCENE_DISPARITY
-    big = np.zeros((height, width + d, 3), np.float32)
-    for cell in (3, 11, 37):  # several texture scales, so both the coarse and fine levels match
-        small = rng.random((height // cell + 2, (width + d) // cell + 2, 3)).astype(np.float32)
-        big += cv2.resize(small, (width + d + 2 * cell, height + 2 * cell),
-                          interpolation=cv2.INTER_LINEAR)[:height, :width + d]
-    big = (255 * (big - big.min()) / (big.max() - big.min())).astype(np.uint8)
-    return np.ascontiguousarray(big[:, :width]), np.ascontiguousarray(big[:, d:d + width])
+    """A textured fronto-parallel plane at SCENE_DISPARITY px (the project's one synthetic plane,
+    ``synthetic.fronto_parallel_pair``): (H, W, 3) uint8 left/right, right(x) = left(x + d)."""
+    left, right = fronto_parallel_pair(SCENE_DISPARITY, (height, width), seed)
+    to8 = lambda a: (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    return to8(left), to8(right)
 
 
 def default_architecture() -> Tuple[StereoNetConfig, str]:
