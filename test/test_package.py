@@ -70,7 +70,8 @@ def test_console_scripts_resolve_to_functions():
     assert "stereonet_node" in scripts and "stereonet-train" in scripts
     for name, target in scripts.items():
         mod, func = target.split(":")
-        if not (ROOT / (mod.replace(".", "/") + ".py")).exists():
+        path = ROOT / mod.replace(".", "/")
+        if not (path.with_suffix(".py").exists() or (path / "__init__.py").exists()):
             pytest.fail(f"console script {name} points to missing module {mod}")
         assert callable(getattr(importlib.import_module(mod), func)), name
 
