@@ -103,8 +103,6 @@ class StereoNetNode(Node):
         self._last_stamp: Optional[int] = None
         self._image_size: Optional[Tuple[int, int]] = None    # (w, h) of the last pair
         self._last_pair_time = time.monotonic()  # start counts as the last pair (no-input warning)
-        self._last_cloud_stamp: Optional[int] = None          # stamp of the last points2 (cloud_rate)
-        self._idle_without_subscribers = False   # logged once when it starts and when it ends
         self._throttle = KindThrottle()
         self._diagnostics = DiagnosticsReport()
         self.cameras = CameraInfoCache(self.values["camera_info_timeout"])
@@ -191,15 +189,6 @@ class StereoNetNode(Node):
             self._warn("inference_error", f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
                        + traceback.format_exc(limit=3))
 
-    def _note_subscribers(self, any_wanted: bool) -> None:
-        """Log the change between 'no output has a subscriber' and processing (once each)."""
-        if any_wanted == (not self._idle_without_subscribers):
-            return
-        self._idle_without_subscribers = not any_wanted
-        self.get_logger().info("an output has a subscriber: processing pairs" if any_wanted else
-                               "no output has a subscriber: pairs are received but not processed until one "
-                               "subscribes (counted as 'event no_subscriber' on /diagnostics)")
-
     def process(self, left: Image, right: Image, t_paired: Optional[float] = None) -> Optional[FrameOutput]:
         """Process one pair and publish its outputs; a bad pair is counted and reported.
 
@@ -208,14 +197,13 @@ class StereoNetNode(Node):
         t_recv = time.perf_counter()
         engine, v = self.switch.current()
         opts = OutputOptions.from_params(v)
-        wanted = self.outputs.wanted(v)
-        self._note_subscribers(any(wanted.values()))
-        if not any(wanted.values()):
-            self.stats.event("no_subscriber", f"pair {stamp_ns(left)} not processed: no output has a subscriber")
+        wanted = self.outputs.wanted(v, stamp_ns(left))
+        if not any(wanted.values()):  # nobody listens, or only to points2 and it is not due
+            if self.outputs.idle:
+                self.stats.event("no_subscriber", f"pair {stamp_ns(left)} not processed: no output has a subscriber")
             return None
         # Only what is published is computed: the cloud (also under cloud_rate) and the confidence.
-        opts = dataclasses.replace(opts, want_points=opts.want_points and wanted["points"]
-                                   and self._cloud_due(stamp_ns(left), v),
+        opts = dataclasses.replace(opts, want_points=opts.want_points and wanted["points"],
                                    want_confidence=opts.want_confidence and wanted["confidence"])
         try:
             # A CompressedImage pair is decoded here, in the inference thread: the executor
@@ -241,8 +229,6 @@ class StereoNetNode(Node):
             self._warn("camera_info_warning", "camera_info looks wrong (frame still processed): "
                        + "; ".join(out.warnings), 30.0)
         t_pub = time.perf_counter()
-        if out.points is not None:
-            self._last_cloud_stamp = stamp_ns(left)
         self.outputs.publish(left.header, out, v, linfo, wanted)
         t_done = time.perf_counter()
         stages = dict(out.timings_ms, publish=1e3 * (t_done - t_pub), total=1e3 * (t_done - t_recv),
@@ -251,15 +237,6 @@ class StereoNetNode(Node):
             stages["queue_wait"] = 1e3 * (t_recv - t_paired)
         self.stats.processed_frame(stages)
         return out
-
-    def _cloud_due(self, stamp: int, v: Dict[str, Any]) -> bool:
-        """Whether this frame's points2 is published under cloud_rate (Hz, 0 = every frame).
-        Measured on image stamps (a bag replayed faster keeps the recording's rate); 10 %
-        tolerance for stamp jitter; a stamp going back (bag loop) starts over."""
-        last = self._last_cloud_stamp
-        if v["cloud_rate"] <= 0 or last is None or stamp < last:
-            return True
-        return stamp - last >= 0.9e9 / v["cloud_rate"]
 
     # ----- parameters ----------------------------------------------------------------------
     def _reject(self, reason: str) -> SetParametersResult:

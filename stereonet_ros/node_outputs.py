@@ -22,11 +22,24 @@ def qos_copy(profile: QoSProfile) -> QoSProfile:
     return copy.copy(profile)
 
 
+def cloud_due(stamp: int, last: Optional[int], rate: float) -> bool:
+    """Whether a frame stamped ``stamp`` (ns) publishes points2 under cloud_rate (Hz, 0 = every
+    frame) after the last cloud at ``last``. Measured on image stamps (a bag replayed faster
+    keeps the recording's rate); 10 % tolerance for stamp jitter (an early frame would otherwise
+    push the next cloud a whole camera period later); a stamp going back (bag loop) starts over."""
+    if rate <= 0 or last is None or stamp < last:
+        return True
+    return stamp - last >= 0.9e9 / rate
+
+
 class OutputPublishers:
     """``disparity``, ``depth`` (+ ``depth/camera_info``), ``points2``, ``confidence``
     (+ ``confidence/camera_info``) and ``disparity/color``, relative names (remappable)."""
 
     def __init__(self, node: Any) -> None:
+        self._log = node.get_logger()
+        self.idle = False   # no output had a subscriber at the last frame (not: points2 not due)
+        self._last_cloud: Optional[int] = None   # stamp (ns) of the last points2 (cloud_rate)
         def pub(msg_type: Any, topic: str) -> Any:
             return node.create_publisher(msg_type, topic, qos_copy(OUTPUT_QOS),
                                          qos_overriding_options=QoSOverridingOptions.with_default_policies())
@@ -43,19 +56,29 @@ class OutputPublishers:
     def all(self) -> List[Any]:
         return [self.disp, self.depth, self.depth_info, self.points, self.conf, self.conf_info, self.color]
 
-    def wanted(self, v: Dict[str, Any]) -> Dict[str, bool]:
-        """Output -> whether it is enabled (publish_*) and has a subscriber now.
+    def wanted(self, v: Dict[str, Any], stamp: int) -> Dict[str, bool]:
+        """Output -> whether the frame stamped ``stamp`` (ns) computes and publishes it: enabled
+        (publish_*), with a subscriber now, and for points2 due under cloud_rate.
 
         Outputs nobody listens to are neither computed nor published: the cloud and the
         confidence cost real time on a CPU, and a robot often runs the node long before
-        RViz or a planner subscribes. An image and its camera_info count together.
+        RViz or a planner subscribes. An image and its camera_info count together. The change
+        between 'no output has a subscriber' and processing is logged once each way.
         """
         subs = lambda *pubs: sum(p.get_subscription_count() for p in pubs) > 0  # noqa: E731
-        return {"disparity": v["publish_disparity"] and subs(self.disp),
-                "depth": v["publish_depth"] and subs(self.depth, self.depth_info),
-                "points": v["publish_points"] and subs(self.points),
-                "confidence": v["publish_confidence"] and subs(self.conf, self.conf_info),
-                "color": v["publish_color"] and subs(self.color)}
+        out = {"disparity": v["publish_disparity"] and subs(self.disp),
+               "depth": v["publish_depth"] and subs(self.depth, self.depth_info),
+               "points": v["publish_points"] and subs(self.points) and cloud_due(stamp, self._last_cloud,
+                                                                                  v["cloud_rate"]),
+               "confidence": v["publish_confidence"] and subs(self.conf, self.conf_info),
+               "color": v["publish_color"] and subs(self.color)}
+        idle = not any(out.values()) and not (v["publish_points"] and subs(self.points))
+        if idle != self.idle:
+            self.idle = idle
+            self._log.info("no output has a subscriber: pairs are received but not processed until one "
+                           "subscribes (counted as 'event no_subscriber' on /diagnostics)" if idle else
+                           "an output has a subscriber: processing pairs")
+        return out
 
     def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any], info: Optional[CameraInfo] = None,
                 wanted: Optional[Dict[str, bool]] = None) -> None:
@@ -73,6 +96,7 @@ class OutputPublishers:
             if info is not None:
                 self.depth_info.publish(messages.camera_info_with_header(info, header))
         if v["publish_points"] and out.points is not None:
+            self._last_cloud = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
             self.points.publish(messages.make_cloud(header, out.points, out.rgb8, v["cloud_organized"]))
         if v["publish_confidence"] and out.confidence is not None:
             self.conf.publish(messages.make_image(header, out.confidence.astype("float32", copy=False), "32FC1"))

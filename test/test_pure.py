@@ -387,3 +387,13 @@ def test_keep_large_allocations_takes_effect_on_glibc_and_is_idempotent():
     assert keep_large_allocations() is expected
     big = np.ones(8 * 2 ** 20, np.uint8)   # an 8 MiB buffer allocates and frees as before
     assert int(big.sum()) == 8 * 2 ** 20
+
+
+def test_cloud_due_spaces_clouds_by_image_stamp_with_jitter_tolerance_and_restarts_on_a_loop():
+    from stereonet_ros.node_outputs import cloud_due
+    s = 10**9
+    assert cloud_due(5 * s, None, 2.0)                        # the first cloud
+    assert not cloud_due(5 * s + 400_000_000, 5 * s, 2.0)     # 0.4 s < 0.5 s
+    assert cloud_due(5 * s + 460_000_000, 5 * s, 2.0)         # within 10 % of the period
+    assert cloud_due(4 * s, 5 * s, 2.0)                       # stamp went back: bag loop
+    assert cloud_due(5 * s + 1, 5 * s, 0.0)                   # 0 = every frame
