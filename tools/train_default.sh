@@ -17,20 +17,14 @@ extra=(${STEREONET_TRAIN_ARGS:-})
 for d in runs/default runs/default_stage1 runs/default_stage2 runs/default_stage3 runs/default_stage4; do
   if [ -e "$d" ]; then echo "[train-default] $d exists: move it away first" >&2; exit 1; fi
 done
+# Each stage adds its config on top of the previous ones and starts from the previous stage's
+# final checkpoint (model.init_weights: runs/default_stage<N-1>/checkpoints/final.ckpt).
 cfg=(--config config/train_default.yaml)
-$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
-mv runs/default runs/default_stage1
-cfg+=(--config config/train_default_stage2.yaml)
-$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
-mv runs/default runs/default_stage2
-cfg+=(--config config/train_default_stage3.yaml)
-$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
-mv runs/default runs/default_stage3
-cfg+=(--config config/train_default_stage4.yaml)
-$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
-mv runs/default runs/default_stage4
-cfg+=(--config config/train_default_stage5.yaml)
-$py -m training.cli fit "${cfg[@]}" "${extra[@]}"
+for n in 1 2 3 4 5; do
+  if [ "$n" -gt 1 ]; then cfg+=(--config "config/train_default_stage$n.yaml"); fi
+  $py -m training.cli fit "${cfg[@]}" "${extra[@]}"
+  if [ "$n" -lt 5 ]; then mv runs/default "runs/default_stage$n"; fi
+done
 $py -m training.cli export --checkpoint runs/default/checkpoints/final.ckpt --output runs/default/stereonet_default.pt
 $py -m training.measure --checkpoint runs/default/stereonet_default.pt --num-threads 1 \
     --figures runs/default/figures --json runs/default/measure.json
