@@ -29,7 +29,20 @@ class EngineSwitch:
         self.values = dict(values)
         self.requested = dict(values)
         self._generation = 0
+        self._closed = False
         self._thread: Optional[threading.Thread] = None
+
+    def requested_values(self) -> Dict[str, Any]:
+        """A copy of the values as last accepted (what a new change is applied on top of)."""
+        with self.lock:
+            return dict(self.requested)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """No callback after this; wait up to ``timeout`` s for a pending warm-up (an engine being
+        exported must not outlive its node). True when none is left running."""
+        with self.lock:
+            self._closed = True
+        return self.wait(timeout)
 
     def current(self) -> Tuple[Any, Dict[str, Any]]:
         """(engine, values) of one moment, for a frame."""
@@ -68,14 +81,14 @@ class EngineSwitch:
                 engine.warm_up(*warm_size, with_right=with_right)
         except Exception as exc:  # noqa: BLE001 - a failed switch must leave the old model running
             with self.lock:
-                if generation != self._generation:
-                    return  # a newer change is on its way
+                if generation != self._generation or self._closed:
+                    return  # a newer change is on its way, or the owner has gone
                 restore = {n: self.values[n] for n in ENGINE_PARAMS if self.requested[n] != self.values[n]}
                 self.requested = {**self.requested, **restore}
             self._on_failed(f"{type(exc).__name__}: {exc}", restore)
             return
         with self.lock:
-            if generation != self._generation:
+            if generation != self._generation or self._closed:
                 return
             self.engine = engine
             self.values = {**self.values, **{n: values[n] for n in ENGINE_PARAMS}}

@@ -250,7 +250,7 @@ class StereoNetNode(Node):
             err = validate(name, value)
             if err:
                 return self._reject(err)
-        new = coerce({**self.switch.requested, **changes})
+        new = coerce({**self.switch.requested_values(), **changes})
         errors = validate_all(new)
         if errors:
             return self._reject("; ".join(errors))
@@ -278,7 +278,12 @@ class StereoNetNode(Node):
         self.stats.event("engine_swap_failed", text)
         self.get_logger().error(f"new model failed to start ({text}); the current model keeps running "
                                 "and its parameters are restored")
-        self.set_parameters([Parameter(n, value=v) for n, v in restore.items()])
+        # On the executor, after the parameter callback that started this warm-up has returned:
+        # rclpy stores a change's values only then, and would overwrite an earlier restore.
+        def restore_once() -> None:
+            self.destroy_timer(timer)
+            self.set_parameters([Parameter(n, value=v) for n, v in restore.items()])
+        timer = self.create_timer(0.001, restore_once)
 
     def _note_device_fallback(self, engine: StereoEngine, values: Dict[str, Any]) -> None:
         if fell_back_to_cpu(values["device"], engine):
@@ -310,6 +315,9 @@ class StereoNetNode(Node):
         worker = getattr(self, "_worker", None)
         if worker is not None and not worker.stop(10.0):  # pragma: no cover - a frame stuck for 10 s
             self.get_logger().error("inference thread did not stop within 10 s")
+        switch = getattr(self, "switch", None)
+        if switch is not None and not switch.close(10.0):  # pragma: no cover - an export stuck for 10 s
+            self.get_logger().error("a new model's warm-up did not end within 10 s")
 
     def destroy_node(self) -> None:
         self.shutdown()

@@ -397,3 +397,18 @@ def test_cloud_due_spaces_clouds_by_image_stamp_with_jitter_tolerance_and_restar
     assert cloud_due(5 * s + 460_000_000, 5 * s, 2.0)         # within 10 % of the period
     assert cloud_due(4 * s, 5 * s, 2.0)                       # stamp went back: bag loop
     assert cloud_due(5 * s + 1, 5 * s, 0.0)                   # 0 = every frame
+
+
+def test_engine_switch_close_waits_for_a_pending_warm_up_and_calls_nothing_after(tiny_checkpoint):
+    from stereonet_ros.engine_config import EngineConfig
+    from stereonet_ros.engine_switch import EngineSwitch
+    values = {n: s.default for n, s in SPECS.items()}
+    values.update(checkpoint=str(tiny_checkpoint), precision="fp32", device="cpu")
+    called = []
+    sw = EngineSwitch(values, lambda v: EngineConfig.from_params(v).build(),
+                      on_switched=lambda e, v: called.append("switched"),
+                      on_failed=lambda t, r: called.append("failed"))
+    running = sw.engine
+    assert sw.request({**sw.requested_values(), "refiners": 0}, (720, 1280))   # a warm-up of ~0.3 s
+    assert sw.close(60)                     # the warm-up finished (or never started) ...
+    assert called == [] and sw.engine is running   # ... and changed nothing after close
