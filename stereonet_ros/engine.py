@@ -461,18 +461,3 @@ class StereoEngine:
         t3 = time.perf_counter()
         return EngineResult(disp, conf, right_disp, {
             "preprocess": 1e3 * (t1 - t0), "model": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)})
-
-
-def left_right_consistent(disp_left: np.ndarray, disp_right: np.ndarray,
-                          threshold: float = 1.0) -> np.ndarray:
-    """Mask of left pixels whose disparity agrees with the right view's at x - d.
-
-    Both in pixels (x_l - x_r). Pixels whose match falls outside the right image fail.
-    """
-    h, w = disp_left.shape
-    xs = np.arange(w, dtype=np.float32)[None, :] - disp_left
-    xr = np.rint(xs).astype(np.int64)
-    inside = (xr >= 0) & (xr < w) & np.isfinite(disp_left)
-    rows = np.broadcast_to(np.arange(h)[:, None], (h, w))
-    dr = disp_right[rows, np.clip(xr, 0, w - 1)]
-    return inside & (np.abs(dr - disp_left) <= threshold)

@@ -152,3 +152,18 @@ def project_points(points: np.ndarray, geom: StereoGeometry) -> Tuple[np.ndarray
     """Inverse of ``depth_to_points``: (N, 3) xyz -> pixel (u, v) in the left image."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     return geom.fx * p[:, 0] / p[:, 2] + geom.cx, geom.fy * p[:, 1] / p[:, 2] + geom.cy
+
+
+def left_right_consistent(disp_left: np.ndarray, disp_right: np.ndarray,
+                          threshold: float = 1.0) -> np.ndarray:
+    """Mask of left pixels whose disparity agrees with the right view's at x - d.
+
+    Both in pixels (x_l - x_r). Pixels whose match falls outside the right image fail.
+    """
+    h, w = disp_left.shape
+    xs = np.arange(w, dtype=np.float32)[None, :] - disp_left
+    xr = np.rint(xs).astype(np.int64)
+    inside = (xr >= 0) & (xr < w) & np.isfinite(disp_left)
+    rows = np.broadcast_to(np.arange(h)[:, None], (h, w))
+    dr = disp_right[rows, np.clip(xr, 0, w - 1)]
+    return inside & (np.abs(dr - disp_left) <= threshold)

@@ -13,9 +13,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .engine import StereoEngine, left_right_consistent
+from .engine import StereoEngine
 from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
-                       geometry_from_projections, raw_calibration, raw_to_published_disparity)
+                       geometry_from_projections, left_right_consistent, raw_calibration,
+                       raw_to_published_disparity)
 from .imageconv import INPUT_ENCODINGS, ImageFormatError, as_image, image_to_numpy, to_rgb8, to_rgb_float
 
 

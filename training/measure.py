@@ -40,6 +40,8 @@ from stereonet_ros.checkpoint import LoadedCheckpoint, load_checkpoint
 from stereonet_ros.engine import StereoEngine
 from stereonet_ros.engine_config import EngineConfig
 from stereonet_ros.tools.figures import label
+from stereonet_ros.tools.synthetic import (SyntheticConfig, fronto_parallel_pair, left_right_consistent,
+                                           render_scene, to_uint8)
 from stereonet_ros.messages import colorize_disparity
 from stereonet_ros.metrics import disparity_metrics, mean_metrics
 from stereonet_ros.pipeline import match_in_view
@@ -54,7 +56,7 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     hands images to the engine."""
     a = np.asarray(image)
     if a.dtype != np.uint8:
-        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        a = to_uint8(a)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     elif a.shape[2] == 1:
@@ -171,7 +173,6 @@ def synthetic_val(engine: StereoEngine, n: int, seed_base: int, size: Tuple[int,
     """StereoNet and SGBM (holes filled) on ``n`` held-out synthetic scenes, over all,
     visible and occluded ground-truth pixels apart (occluded: the left pixel has no
     consistent match in the right view, or it falls outside it)."""
-    from stereonet_ros.tools.synthetic import SyntheticConfig, left_right_consistent, render_scene
 
     maxd = float(engine.max_disparity)
     cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(maxd, 0.25 * size[1]))
@@ -192,7 +193,6 @@ def plane_sweep(engine: StereoEngine, disparities: Sequence[float], size: Tuple[
                 seed: int = 0) -> List[Dict[str, float]]:
     """Median disparity read on the central region of textured fronto-parallel planes at
     each true disparity (px): the sub-pixel precision of the node's output."""
-    from stereonet_ros.tools.synthetic import fronto_parallel_pair
 
     rows = []
     for d in disparities:
@@ -231,7 +231,6 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
     """
     import skimage.data
 
-    from stereonet_ros.tools.synthetic import SyntheticConfig, render_scene
 
     maxd = ck.config.max_disparity
     cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(float(maxd), 0.25 * size[1]))

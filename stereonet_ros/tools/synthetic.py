@@ -35,6 +35,8 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from .. import geometry
+
 # scikit-image bundled photographs used as textures. Deliberately NOT the motorcycle pair
 # (held-out test) nor binary/synthetic drawings (horse, phantom, logo, chessboards).
 TEXTURE_FILES: Tuple[str, ...] = (
@@ -343,6 +345,11 @@ def _camera(rng: np.random.Generator, img: np.ndarray, cfg: SyntheticConfig,
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float [0, 1] image as a camera's 8-bit bytes (rounded to nearest, clipped)."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def render_scene(seed: int, config: Optional[SyntheticConfig] = None) -> Dict[str, np.ndarray]:
     """Render one stereo pair; a pure function of ``seed`` and ``config``.
 
@@ -370,12 +377,9 @@ def warp_right_to_left(right: np.ndarray, disp: np.ndarray) -> np.ndarray:
 
 
 def left_right_consistent(disp: np.ndarray, disp_right: np.ndarray, tol: float = 0.5) -> np.ndarray:
-    """Mask of left pixels visible in the right view: disp_right(x_l - disp) == disp."""
-    h, w = disp.shape
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    back = cv2.remap(disp_right.astype(np.float32), x - disp, y, cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=-1e6)
-    return np.abs(back - disp) <= tol
+    """Mask of left pixels visible in the right view: disp_right(x_l - disp) == disp within
+    ``tol`` px (the node's left-right check, ``geometry.left_right_consistent``, on exact gt)."""
+    return geometry.left_right_consistent(disp, disp_right, tol)
 
 
 def fronto_parallel_pair(disparity: float, size: Tuple[int, int] = (240, 320),
