@@ -99,8 +99,12 @@ RCLPY = MessageTypes(cls=ros_type, keyword_init=False, uint8=byte_array, zeroed=
 
 def stamp_ns(msg: Any) -> int:
     """Header stamp of a message (rclpy, rosbags or any object with the fields) in integer ns."""
-    s = msg.header.stamp
-    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+    return header_ns(msg.header)
+
+
+def header_ns(header: Any) -> int:
+    """A std_msgs/Header's stamp in integer ns."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def make_header(stamp: int, frame_id: str, types: MessageTypes = RCLPY) -> Any:

@@ -68,16 +68,16 @@ class OutputPublishers:
         subs = lambda *pubs: sum(p.get_subscription_count() for p in pubs) > 0  # noqa: E731
         out = {"disparity": v["publish_disparity"] and subs(self.disp),
                "depth": v["publish_depth"] and subs(self.depth, self.depth_info),
-               "points": v["publish_points"] and subs(self.points) and cloud_due(stamp, self._last_cloud,
-                                                                                  v["cloud_rate"]),
+               "points": v["publish_points"] and subs(self.points),
                "confidence": v["publish_confidence"] and subs(self.conf, self.conf_info),
                "color": v["publish_color"] and subs(self.color)}
-        idle = not any(out.values()) and not (v["publish_points"] and subs(self.points))
+        idle = not any(out.values())
         if idle != self.idle:
             self.idle = idle
             self._log.info("no output has a subscriber: pairs are received but not processed until one "
                            "subscribes (counted as 'event no_subscriber' on /diagnostics)" if idle else
                            "an output has a subscriber: processing pairs")
+        out["points"] = out["points"] and cloud_due(stamp, self._last_cloud, v["cloud_rate"])
         return out
 
     def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any], info: Optional[CameraInfo] = None,
@@ -96,7 +96,7 @@ class OutputPublishers:
             if info is not None:
                 self.depth_info.publish(messages.camera_info_with_header(info, header))
         if v["publish_points"] and out.points is not None:
-            self._last_cloud = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+            self._last_cloud = messages.header_ns(header)
             self.points.publish(messages.make_cloud(header, out.points, out.rgb8, v["cloud_organized"]))
         if v["publish_confidence"] and out.confidence is not None:
             self.conf.publish(messages.make_image(header, out.confidence.astype("float32", copy=False), "32FC1"))

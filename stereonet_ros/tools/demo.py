@@ -47,6 +47,7 @@ import numpy as np
 
 from . import bag
 from ..metrics import metrics_line
+from .synthetic import SyntheticConfig, render_scene, to_uint8
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the repository (stereonet_ros/tools/demo.py)
 NETNS_MARK = "STEREONET_DEMO_NETNS"
@@ -76,7 +77,6 @@ class SceneSpec:
 
 def render(seed: int, spec: SceneSpec) -> Dict[str, np.ndarray]:
     """One stereo scene (float32 RGB left/right in [0, 1], exact disparity in px)."""
-    from .synthetic import SyntheticConfig, render_scene
     cfg = SyntheticConfig(height=spec.height, width=spec.width, max_disparity=spec.max_disparity,
                           min_disparity=2.0, noise_max=0.01)
     return render_scene(seed, cfg)
@@ -94,11 +94,10 @@ def make_demo_bag(path: Path, spec: SceneSpec, progress: bool = True) -> Path:
     with bag.BagWriter(tmp, spec.storage) as w:
         for i in tqdm(range(spec.frames), desc="demo bag", unit="frame", disable=not progress, file=sys.stderr):
             sc = render(spec.seed * 100_003 + i, spec)
-            to8 = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
             depth = np.where(sc["disp"] > 0, spec.fx * spec.baseline / np.maximum(sc["disp"], 1e-6), np.nan)
             li = bag.make_camera_info(spec.width, spec.height, spec.fx, spec.baseline)
             ri = bag.make_camera_info(spec.width, spec.height, spec.fx, spec.baseline, right=True)
-            bag.write_stereo_frame(w, topics, t0 + i * period, to8(sc["left"]), to8(sc["right"]), spec.encoding,
+            bag.write_stereo_frame(w, topics, t0 + i * period, to_uint8(sc["left"]), to_uint8(sc["right"]), spec.encoding,
                                    li, ri, gt_disparity=sc["disp"], gt_depth=depth.astype(np.float32))
     if path.exists():
         shutil.rmtree(path)

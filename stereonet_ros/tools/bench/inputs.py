@@ -11,7 +11,7 @@ import torch
 
 from ...checkpoint import DEFAULT_CHECKPOINT, LoadedCheckpoint, Normalization, load_checkpoint, save_weights
 from ...model import StereoNet, StereoNetConfig
-from ..synthetic import fronto_parallel_pair
+from ..synthetic import fronto_parallel_pair, to_uint8
 
 SCENE_DISPARITY = 24  # px, the synthetic plane's shift (well inside every searched range)
 
@@ -23,8 +23,7 @@ def make_frames(width: int, height: int, seed: int = 0) -> Tuple[np.ndarray, np.
     """A textured fronto-parallel plane at SCENE_DISPARITY px (the project's one synthetic plane,
     ``synthetic.fronto_parallel_pair``): (H, W, 3) uint8 left/right, right(x) = left(x + d)."""
     left, right = fronto_parallel_pair(SCENE_DISPARITY, (height, width), seed)
-    to8 = lambda a: (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # noqa: E731
-    return to8(left), to8(right)
+    return to_uint8(left), to_uint8(right)
 
 
 def default_architecture() -> Tuple[StereoNetConfig, str]:
