@@ -45,6 +45,10 @@ class StereoNetConfig:
     # error. True adds the other view warped by the current disparity, as its difference to
     # the reference (a photometric residual: with the image's gradient, a local shift).
     warp_refinement: bool = False
+    # With warp_refinement, also the residuals at d +- 1..warp_offsets pixels of each level: a
+    # small local cost curve, from which a refiner can tell in which direction and how far
+    # the match lies (one residual at d gives only its size, times the image gradient).
+    warp_offsets: int = 0
 
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):
@@ -57,6 +61,9 @@ class StereoNetConfig:
                 f"{2 ** (self.k + 1)}, got {self.max_disparity}")
         if self.features < 4:
             raise ValueError(f"features must be >= 4, got {self.features}")
+        if self.warp_offsets < 0 or (self.warp_offsets and not self.warp_refinement):
+            raise ValueError(f"warp_offsets must be >= 0 and needs warp_refinement, got "
+                             f"{self.warp_offsets} with warp_refinement={self.warp_refinement}")
         if self.refinement_levels is not None and not 0 <= self.refinement_levels <= self.k:
             raise ValueError(
                 f"refinement_levels must be in 0..k={self.k}, got {self.refinement_levels}")
@@ -64,6 +71,20 @@ class StereoNetConfig:
     @property
     def num_refiners(self) -> int:
         return self.k if self.refinement_levels is None else self.refinement_levels
+
+    @property
+    def residual_offsets(self) -> Tuple[int, ...]:
+        """Offsets (pixels of a level) added to the disparity for the refiners' photometric
+        residuals: 0 first (the warp_refinement channel of older checkpoints), then -1, +1, ..."""
+        if not self.warp_refinement:
+            return ()
+        return (0,) + tuple(s * j for j in range(1, self.warp_offsets + 1) for s in (-1, 1))
+
+    @property
+    def refiner_inputs(self) -> int:
+        """Image channels a refiner sees besides the disparity: the reference view and one
+        residual image per offset."""
+        return self.in_channels * (1 + len(self.residual_offsets))
 
     @property
     def candidates(self) -> int:
@@ -299,14 +320,17 @@ def warp_horizontal(image: torch.Tensor, disp: torch.Tensor, *, direction: int) 
     return (v0 + frac * (v1 - v0)).to(image.dtype)
 
 
-def widen_refiner_heads(state: Dict[str, torch.Tensor], *, in_channels: int) -> Dict[str, torch.Tensor]:
-    """A state_dict of a model without ``warp_refinement`` made loadable into one with it: each
-    refiner head's convolution gets zero weights for the residual channels, so the widened
-    model computes exactly what the original did until training gives them weight."""
+def widen_refiner_heads(state: Dict[str, torch.Tensor], *, refiner_inputs: int) -> Dict[str, torch.Tensor]:
+    """A state_dict of a model with fewer residual channels (no ``warp_refinement``, or fewer
+    ``warp_offsets``) made loadable into one whose refiners see ``refiner_inputs`` image
+    channels (``StereoNetConfig.refiner_inputs``): each refiner head's convolution gets zero
+    weights for the new channels, which come last, so the widened model computes exactly what
+    the original did until training gives them weight."""
     out = dict(state)
     for name, w in state.items():
-        if name.startswith("refiners.") and name.endswith("head.0.weight") and w.shape[1] == in_channels + 1:
-            out[name] = torch.cat([w, w.new_zeros(w.shape[0], in_channels, *w.shape[2:])], 1)
+        if name.startswith("refiners.") and name.endswith("head.0.weight") and w.shape[1] < refiner_inputs + 1:
+            extra = refiner_inputs + 1 - w.shape[1]
+            out[name] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
     return out
 
 
@@ -415,8 +439,7 @@ class StereoNet(nn.Module):
         c = self.config
         self.features = FeatureExtractor(c.in_channels, c.features, c.k)
         self.cost_filter = CostFilter(c.features)
-        seen = c.in_channels * (2 if c.warp_refinement else 1)
-        self.refiners = nn.ModuleList([Refiner(seen, c.features) for _ in range(c.num_refiners)])
+        self.refiners = nn.ModuleList([Refiner(c.refiner_inputs, c.features) for _ in range(c.num_refiners)])
 
     @property
     def divisor(self) -> int:
@@ -454,9 +477,11 @@ class StereoNet(nn.Module):
             h, w = image.shape[-2] // scale, image.shape[-1] // scale
             disp = self.upsample_level(disp, i, (h, w), dst_stride=scale)
             img = at(image, scale, h, w)
-            if self.config.warp_refinement:
-                warped = warp_horizontal(at(other, scale, h, w), disp / scale, direction=direction)
-                img = torch.cat([img, img - warped], 1)
+            offsets = self.config.residual_offsets
+            if offsets:
+                seen, level_disp = at(other, scale, h, w), disp / scale
+                img = torch.cat([img] + [img - warp_horizontal(seen, level_disp + o if o else level_disp,
+                                                               direction=direction) for o in offsets], 1)
             disp = refiner(disp, img)
             out.append(disp)
         return out

@@ -336,12 +336,14 @@ def test_time_backends_reports_both_backends(tiny_checkpoint):
     assert r["max_abs_disparity_diff_px"] < DISP_ATOL
 
 
-def test_onnxruntime_engine_matches_torch_with_warp_refinement(tmp_path):
-    """warp_refinement warps the other view with a gather in each refiner; the graph must too."""
+@pytest.mark.parametrize("offsets", [0, 2])
+def test_onnxruntime_engine_matches_torch_with_warp_refinement(tmp_path, offsets):
+    """warp_refinement warps the other view with a gather in each refiner (at d +- offsets too);
+    the graph must too."""
     from stereonet_ros.checkpoint import Normalization
     torch.manual_seed(3)
     m = StereoNet(StereoNetConfig(k=3, max_disparity=64, features=8, refinement_levels=2,
-                                  aligned_coarse=True, warp_refinement=True))
+                                  aligned_coarse=True, warp_refinement=True, warp_offsets=offsets))
     ckpt = save_weights(tmp_path / "warp.pt", m, Normalization(), {"weights": "random (test)"})
     left, right = shifted_pair(64, 128, disparity=12, seed=4)
     t, o = _engines(ckpt)

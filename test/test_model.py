@@ -251,7 +251,7 @@ def test_warp_refinement_widened_from_plain_weights_computes_the_same_and_learns
     warped = StereoNet(StereoNetConfig(**{**plain_cfg.to_dict(), "warp_refinement": True})).eval()
     with pytest.raises(RuntimeError):  # plain weights do not fit without widening
         warped.load_state_dict(plain.state_dict())
-    warped.load_state_dict(widen_refiner_heads(plain.state_dict(), in_channels=3))
+    warped.load_state_dict(widen_refiner_heads(plain.state_dict(), refiner_inputs=warped.config.refiner_inputs))
     left, right = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
     with torch.no_grad():
         torch.testing.assert_close(warped(left, right, with_right=True)["disparity"],
@@ -261,3 +261,26 @@ def test_warp_refinement_widened_from_plain_weights_computes_the_same_and_learns
     head = warped.refiners[0].head[0].weight
     assert head.shape[1] == 1 + 3 + 3
     assert float(head.grad[:, 4:].abs().sum()) > 0
+
+
+def test_warp_offsets_add_residuals_at_neighbouring_disparities_and_widen_from_fewer():
+    """warp_offsets=n: residuals at d, d-1, d+1, ..., d+-n (level pixels); a model with more
+    offsets, widened from one with fewer, computes the same and learns on the new channels."""
+    from stereonet_ros.model import widen_refiner_heads
+    torch.manual_seed(1)
+    base = StereoNetConfig(k=3, features=8, max_disparity=64, refinement_levels=2, warp_refinement=True)
+    more = StereoNetConfig(**{**base.to_dict(), "warp_offsets": 2})
+    assert more.residual_offsets == (0, -1, 1, -2, 2) and more.refiner_inputs == 3 * 6
+    with pytest.raises(ValueError, match="warp_refinement"):
+        StereoNetConfig(**{**base.to_dict(), "warp_refinement": False, "warp_offsets": 1})
+    one, two = StereoNet(base).eval(), StereoNet(more).eval()
+    two.load_state_dict(widen_refiner_heads(one.state_dict(), refiner_inputs=more.refiner_inputs))
+    left, right = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(two(left, right, with_right=True)["right_disparity"],
+                                   one(left, right, with_right=True)["right_disparity"])
+    two.train()
+    two(left, right)["disparity"].mean().backward()
+    head = two.refiners[1].head[0].weight
+    assert head.shape[1] == 1 + more.refiner_inputs
+    assert float(head.grad[:, 1 + base.refiner_inputs:].abs().sum()) > 0

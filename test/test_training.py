@@ -169,6 +169,13 @@ def test_init_weights_switches_warp_refinement_on_without_changing_the_model(tmp
     wpath = save_weights(tmp_path / "warp.pt", widened.model, widened.normalization, {"note": "test"})
     with pytest.raises(ValueError, match="architecture"):
         StereoNetModule(**TINY, warp_refinement=False, init_weights=str(wpath))
+    # more offsets over fewer: the same again; fewer over more is refused
+    offsets = StereoNetModule(**TINY, warp_refinement=True, warp_offsets=1, init_weights=str(path)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(offsets(left, right)["disparity"], plain(left, right)["disparity"])
+    opath = save_weights(tmp_path / "offsets.pt", offsets.model, offsets.normalization, {"note": "test"})
+    with pytest.raises(ValueError, match="architecture"):
+        StereoNetModule(**TINY, warp_refinement=True, warp_offsets=0, init_weights=str(opath))
 
 
 def test_measure_knobs_score_each_node_setting_through_the_engine(tiny_checkpoint):

@@ -101,7 +101,7 @@ class StereoNetModule(pl.LightningModule):
 
     Args (all plain values, stored as hyper-parameters):
         in_channels, k, max_disparity, features, refinement_levels, aligned_coarse,
-        warp_refinement:
+        warp_refinement, warp_offsets:
             ``StereoNetConfig`` (max_disparity in full-resolution pixels, exclusive).
         mean, std: input normalisation per channel on [0, 1] pixels (None = 0.5 / 0.25).
         loss_alpha, loss_c: Barron loss shape and scale (pixels); paper: 1 and 2.
@@ -132,7 +132,7 @@ class StereoNetModule(pl.LightningModule):
 
     def __init__(self, in_channels: int = 3, k: int = 3, max_disparity: int = 192,
                  features: int = 16, refinement_levels: Optional[int] = None,
-                 aligned_coarse: bool = True, warp_refinement: bool = True,
+                 aligned_coarse: bool = True, warp_refinement: bool = True, warp_offsets: int = 0,
                  mean: Optional[List[float]] = None, std: Optional[List[float]] = None,
                  loss_alpha: float = 1.0, loss_c: float = 2.0, right_weight: float = 1.0,
                  level_weights: Optional[List[float]] = None, zero_is_invalid: bool = False,
@@ -153,7 +153,8 @@ class StereoNetModule(pl.LightningModule):
         self.save_hyperparameters()
         self.config = StereoNetConfig(in_channels=in_channels, k=k, max_disparity=max_disparity,
                                       features=features, refinement_levels=refinement_levels,
-                                      aligned_coarse=aligned_coarse, warp_refinement=warp_refinement)
+                                      aligned_coarse=aligned_coarse, warp_refinement=warp_refinement,
+                                      warp_offsets=warp_offsets)
         self.model = StereoNet(self.config)
         default = Normalization()
         self.normalization = Normalization(
@@ -179,19 +180,21 @@ class StereoNetModule(pl.LightningModule):
             rank_zero_warn(f"init_weights '{path}' was trained with aligned_coarse={loaded.config.aligned_coarse}; "
                            f"this run uses {self.config.aligned_coarse} (the coarse level moves by 3.5 px at "
                            "k=3, which the refiners re-learn): set model.aligned_coarse to choose")
-        # warp_refinement may be switched on over weights trained without it: the refiners'
-        # new input channels start at zero weight, so training starts from the loaded model.
-        widen = self.config.warp_refinement and not loaded.config.warp_refinement
-        if replace(loaded.config, aligned_coarse=self.config.aligned_coarse,
-                   warp_refinement=loaded.config.warp_refinement or widen) != self.config:
-            raise ValueError(f"init_weights '{path}' has architecture {loaded.config.to_dict()}, "
-                             f"but the model is configured as {self.config.to_dict()}")
+        # Residual channels may be added over weights trained with fewer (warp_refinement
+        # switched on, more warp_offsets): the new input channels start at zero weight, so
+        # training starts from the loaded model. Dropping trained channels is refused.
+        have, want = loaded.config, self.config
+        adds_only = have.warp_offsets <= want.warp_offsets and have.warp_refinement <= want.warp_refinement
+        if not adds_only or replace(have, aligned_coarse=want.aligned_coarse, warp_refinement=want.warp_refinement,
+                                    warp_offsets=want.warp_offsets) != want:
+            raise ValueError(f"init_weights '{path}' has architecture {have.to_dict()}, "
+                             f"but the model is configured as {want.to_dict()}")
         if loaded.normalization.to_dict() != self.normalization.to_dict():
             raise ValueError(f"init_weights '{path}' was trained with normalisation "
                              f"{loaded.normalization.to_dict()}, the model uses {self.normalization.to_dict()}")
         state = loaded.model.state_dict()
-        if widen:
-            state = widen_refiner_heads(state, in_channels=self.config.in_channels)
+        if have.refiner_inputs < want.refiner_inputs:
+            state = widen_refiner_heads(state, refiner_inputs=want.refiner_inputs)
         self.model.load_state_dict(state)
 
     # ------------------------------------------------------------------ forward
