@@ -4,6 +4,10 @@ The camera may deliver pairs faster than the network computes them. Queueing the
 latency and memory without bound; this keeps one slot: a newer item replaces a waiting one
 (``on_replaced`` counts it, the node's 'overrun'), so the worker always computes the freshest
 pair and latency stays bounded by one frame.
+
+``put_waiting`` is the other hand-off, for a stage that must not lose items (the node's
+publishing of computed frames): it waits while an item is still waiting, so a producer runs at
+most one item ahead of the consumer.
 """
 from __future__ import annotations
 
@@ -33,6 +37,18 @@ class NewestWorker:
             self._slot = (item, time.perf_counter())
             self._cv.notify()
 
+    def put_waiting(self, item: Any) -> bool:
+        """Put ``item`` once the slot is free (the item before it was taken): nothing is
+        replaced. False, and ``item`` dropped, when the worker was stopped meanwhile."""
+        with self._cv:
+            while self._slot is not None and self._running:
+                self._cv.wait(0.5)
+            if not self._running:
+                return False
+            self._slot = (item, time.perf_counter())
+            self._cv.notify_all()
+            return True
+
     def _run(self) -> None:
         while True:
             with self._cv:
@@ -42,6 +58,7 @@ class NewestWorker:
                     return
                 item, t_put = self._slot
                 self._slot = None
+                self._cv.notify_all()  # a put_waiting producer may go on
             self._handle(item, t_put)
 
     def stop(self, timeout: float = 10.0) -> bool:

@@ -3,9 +3,11 @@
 Wiring only: parameters (``params``), inputs (``node_inputs``), one frame's work
 (``pipeline.process_pair`` through the ``engine``), outputs (``node_outputs``), reporting
 (``diagnostics``). Threads: the executor thread runs subscription callbacks, which only pair
-images and drop them in a one-slot mailbox; a worker thread takes the newest pair, runs the
-network and publishes, so when inference is slower than the camera the older pair is dropped
-(counted as 'overrun'): latency stays bounded, memory flat. A new model (a runtime change of
+images and drop them in a one-slot mailbox; the inference thread takes the newest pair and
+runs the network, so when inference is slower than the camera the older pair is dropped
+(counted as 'overrun'): latency stays bounded, memory flat. It hands each computed frame to a
+publishing thread and goes on with the next pair, so building and sending the messages
+overlaps the next frame's network instead of adding to the frame period. A new model (a runtime change of
 checkpoint, device, backend, ...) warms up in a thread of its own while the old one serves.
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, coerce,  # noqa:
                      unknown_parameter_errors, validate, validate_all)
 from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair  # noqa: E402
 from .stats import NodeStats  # noqa: E402
-from .messages import stamp_ns  # noqa: E402
+from .messages import header_ns, stamp_ns  # noqa: E402
 
 SYNC_PARAMS = ("sync_mode", "sync_slop", "queue_size", "image_transport")
 CALIBRATION_DROPS = ("bad_geometry", "camera_info_missing")
@@ -57,6 +59,19 @@ def build_engine(values: Dict[str, Any]) -> StereoEngine:
     """The node's engine: num_threads 0 leaves one core to the executor (``default_threads``)."""
     config = EngineConfig.from_params(values)
     return dataclasses.replace(config, num_threads=config.num_threads or default_threads()).build()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Computed:
+    """One pair through the network, waiting to be published (perf_counter times, s)."""
+    header: Any
+    out: FrameOutput
+    values: Dict[str, Any]      # the parameters it was computed with
+    linfo: Any                  # left CameraInfo
+    wanted: Dict[str, bool]     # which outputs to publish
+    t_recv: float               # the inference thread took the pair
+    t_paired: Optional[float]   # the pair was complete (None: process() called directly)
+    t_computed: float           # ready to publish
 
 
 class StereoNetNode(Node):
@@ -120,6 +135,7 @@ class StereoNetNode(Node):
             f"{self.get_fully_qualified_name()} ready: inputs {', '.join(self.inputs.resolved().values())}; "
             f"outputs {', '.join(outputs)}; model {self.engine.describe()}; device {self.engine.device} "
             f"{self.engine.precision_name}")
+        self._publisher = NewestWorker(self._publish_work, on_replaced=lambda: None, name="stereonet-publish")
         self._worker = NewestWorker(self._work, on_replaced=lambda: self.stats.drop("overrun"),
                                     name="stereonet-inference")
 
@@ -180,20 +196,44 @@ class StereoNetNode(Node):
 
     # ----- processing ----------------------------------------------------------------------
     def _work(self, pair: Tuple[Image, Image], t_paired: float) -> None:
+        """The inference thread: compute a pair, hand it to the publishing thread and go on
+        with the next pair while its messages are built and sent (two stages in flight, so a
+        frame's publishing costs no network time; the hand-off waits, it never drops)."""
         try:
-            self.process(*pair, t_paired)
+            frame = self._compute(*pair, t_paired)
         except Exception as exc:  # never let one frame kill the worker
-            if not self.context.ok():
-                return  # SIGINT/SIGTERM shut the context down mid-publish: stop quietly
-            self.stats.drop("inference_error", f"{type(exc).__name__}: {exc}")
-            self._warn("inference_error", f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
-                       + traceback.format_exc(limit=3))
+            self._unexpected("inference_error", exc)
+            return
+        if frame is not None:
+            self._publisher.put_waiting(frame)
+
+    def _publish_work(self, frame: "_Computed", t_put: float) -> None:
+        try:
+            self._publish(frame)
+        except Exception as exc:  # never let one frame kill the publishing thread
+            self._unexpected("publish_error", exc)
+
+    def _unexpected(self, reason: str, exc: Exception) -> None:
+        if not self.context.ok():
+            return  # SIGINT/SIGTERM shut the context down mid-frame: stop quietly
+        self.stats.drop(reason, f"{type(exc).__name__}: {exc}")
+        self._warn(reason, f"frame dropped, unexpected error: {type(exc).__name__}: {exc}\n"
+                   + traceback.format_exc(limit=3))
 
     def process(self, left: Image, right: Image, t_paired: Optional[float] = None) -> Optional[FrameOutput]:
-        """Process one pair and publish its outputs; a bad pair is counted and reported.
+        """Process one pair and publish its outputs, both in the calling thread; a bad pair is
+        counted and reported.
 
         Returns None for a dropped pair and for one left unprocessed because no output has a
         subscriber (counted as the event 'no_subscriber')."""
+        frame = self._compute(left, right, t_paired)
+        if frame is None:
+            return None
+        self._publish(frame)
+        return frame.out
+
+    def _compute(self, left: Image, right: Image, t_paired: Optional[float]) -> Optional["_Computed"]:
+        """Decode, infer and post-process one pair (None: dropped or not wanted, counted)."""
         t_recv = time.perf_counter()
         engine, v = self.switch.current()
         opts = OutputOptions.from_params(v)
@@ -228,15 +268,21 @@ class StereoNetNode(Node):
             self.stats.event("camera_info_warning", out.warnings[0])
             self._warn("camera_info_warning", "camera_info looks wrong (frame still processed): "
                        + "; ".join(out.warnings), 30.0)
+        return _Computed(left.header, out, v, linfo, wanted, t_recv, t_paired, time.perf_counter())
+
+    def _publish(self, frame: "_Computed") -> None:
+        """Build and publish one computed frame's messages and record its stage times (ms):
+        ``publish`` the building and sending, ``handoff`` its wait for the publishing thread,
+        ``total`` from the pair's start to its last message."""
         t_pub = time.perf_counter()
-        self.outputs.publish(left.header, out, v, linfo, wanted)
+        self.outputs.publish(frame.header, frame.out, frame.values, frame.linfo, frame.wanted)
         t_done = time.perf_counter()
-        stages = dict(out.timings_ms, publish=1e3 * (t_done - t_pub), total=1e3 * (t_done - t_recv),
-                      stamp_to_publish=(self.get_clock().now().nanoseconds - stamp_ns(left)) / 1e6)
-        if t_paired is not None:
-            stages["queue_wait"] = 1e3 * (t_recv - t_paired)
+        stages = dict(frame.out.timings_ms, publish=1e3 * (t_done - t_pub), handoff=1e3 * (t_pub - frame.t_computed),
+                      total=1e3 * (t_done - frame.t_recv),
+                      stamp_to_publish=(self.get_clock().now().nanoseconds - header_ns(frame.header)) / 1e6)
+        if frame.t_paired is not None:
+            stages["queue_wait"] = 1e3 * (frame.t_recv - frame.t_paired)
         self.stats.processed_frame(stages)
-        return out
 
     # ----- parameters ----------------------------------------------------------------------
     def _reject(self, reason: str) -> SetParametersResult:
@@ -311,10 +357,11 @@ class StereoNetNode(Node):
             self._warn("diagnostics", f"/diagnostics not published: {type(exc).__name__}: {exc}")
 
     def shutdown(self) -> None:
-        """Stop the worker thread (idempotent); the frame in progress finishes first."""
-        worker = getattr(self, "_worker", None)
-        if worker is not None and not worker.stop(10.0):  # pragma: no cover - a frame stuck for 10 s
-            self.get_logger().error("inference thread did not stop within 10 s")
+        """Stop the worker threads (idempotent); the frame in progress finishes first."""
+        for attr, what in (("_worker", "inference"), ("_publisher", "publishing")):
+            worker = getattr(self, attr, None)
+            if worker is not None and not worker.stop(10.0):  # pragma: no cover - a frame stuck for 10 s
+                self.get_logger().error(f"{what} thread did not stop within 10 s")
         switch = getattr(self, "switch", None)
         if switch is not None and not switch.close(10.0):  # pragma: no cover - an export stuck for 10 s
             self.get_logger().error("a new model's warm-up did not end within 10 s")

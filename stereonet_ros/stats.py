@@ -23,6 +23,7 @@ DROP_REASONS: Dict[str, str] = {
     "bad_values": "NaN or inf in a float image",
     "bad_geometry": "camera_info cannot give metric depth (baseline/focal length)",
     "inference_error": "the network failed on this frame",
+    "publish_error": "the frame was computed but building or publishing its messages failed",
     "out_of_memory": "CUDA out of memory on this frame",
 }
 

@@ -13,11 +13,11 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["--checkpoint", str(tiny_checkpoint), "--sizes", "64x48", "--iters", "1",
                        "--warmup", "0", "--node-frames", "1", "--max-disparity", "0", "32",
-                       "--input-scale", "1", "0.5", "--refiners", "1", "0", "--micro",
+                       "--input-scale", "1", "0.5", "--refiners", "1", "0", "--micro", "--stream-seconds", "1.5",
                        "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    for section in ("meta", "model", "memory", "peak", "node", "sgbm", "knobs", "micro"):
+    for section in ("meta", "model", "memory", "peak", "node", "stream", "sgbm", "knobs", "micro"):
         assert report.get(section), f"section '{section}' missing or empty"
     assert report["meta"]["config"]["features"] == 8
     precisions = {r["precision"] for r in report["model"]}
@@ -35,6 +35,11 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
         assert node["stages_ms"][stage] is not None
     assert "overhead_ms" in node and "overhead_pct_of_frame" in node
     assert report["sgbm"][0]["ratio_model_over_sgbm"] is not None
+    stream = report["stream"]
+    assert stream[0]["num_threads"] == 0 and stream[0]["engine_threads"] >= 1  # the node's default first
+    for row in stream:  # a tiny model keeps up with 30 Hz: pairs came out, each a computed frame
+        assert row["frames"] >= 5 and row["period_ms"] > 0 and row["period_over_sgbm"] > 0, row
+        assert row["stages_ms"]["model"] > 0 and row["stages_ms"]["handoff"] >= 0
     knobs = {(k["knob"], str(k["value"])) for k in report["knobs"]}
     assert knobs == {("base", ""), ("input_scale", "0.5"), ("max_disparity", "32.0"), ("refiners", "0")}
     micro = report["micro"]

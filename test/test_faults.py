@@ -153,8 +153,8 @@ def suite(ros, tiny_checkpoint):
 def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     s = suite
     rgb_l, rgb_r = to_encoding(s.left_rgb, "rgb8"), to_encoding(s.right_rgb, "rgb8")
-    workers_before = [t for t in threading.enumerate() if t.name == "stereonet-inference"]
-    assert len(workers_before) == 1
+    workers_before = [t for t in threading.enumerate() if t.name in ("stereonet-inference", "stereonet-publish")]
+    assert len(workers_before) == 2
 
     # No camera_info ever received: dropped, and the camera_info status says so.
     t = s.next_stamp()
@@ -301,6 +301,20 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
                image_msg(rgb_r, "rgb8", t), s.infos(t))
     s.good_pair("rgba8")
 
+    # A failure while building or sending a computed frame's messages (injected, in the
+    # publishing thread) drops that frame only; both threads live on.
+    publish = s.node.outputs.publish
+
+    def publish_fails_once(*args: Any, **kwargs: Any) -> None:
+        s.node.outputs.publish = publish
+        raise RuntimeError("injected: publisher gone")
+
+    s.node.outputs.publish = publish_fails_once
+    t = s.next_stamp()
+    s.bad_pair("publish_error", "injected: publisher gone", image_msg(rgb_l, "rgb8", t),
+               image_msg(rgb_r, "rgb8", t), s.infos(t))
+    s.good_pair()
+
     # The node is alive, every counter is exact, and the good pairs' outputs are right.
     assert all(t.is_alive() for t in workers_before)
     n_good = len(s.good)
@@ -309,7 +323,7 @@ def test_bad_inputs_are_counted_logged_and_never_stop_good_pairs(suite):
     for reason in DROP_REASONS:
         assert int(values[f"dropped {reason}"]) == s.expect[reason], (reason, values)
     assert int(values["dropped total"]) == sum(s.expect.values())
-    for stage in ("decode", "model", "publish", "total", "queue_wait"):
+    for stage in ("decode", "model", "publish", "handoff", "total", "queue_wait"):
         assert f"latency_ms {stage}" in values
     by_stamp = {}
     with s.out.lock:

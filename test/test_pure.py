@@ -365,6 +365,37 @@ def test_newest_worker_computes_the_newest_item_and_counts_the_replaced():
     assert not wait_for(lambda: len(seen) > 2, 0.2)
 
 
+def test_newest_worker_put_waiting_loses_nothing_and_keeps_the_producer_one_item_ahead():
+    import threading
+    from stereonet_ros.newest_worker import NewestWorker
+    from helpers import wait_for
+    release, seen, replaced = threading.Event(), [], []
+
+    def handle(item, t_put):
+        seen.append(item)
+        release.wait(10)
+
+    w = NewestWorker(handle, on_replaced=lambda: replaced.append(1))
+    assert w.put_waiting(1)
+    assert wait_for(lambda: seen == [1], 10)   # 1 in progress
+    assert w.put_waiting(2)                    # the slot was free: returns at once
+    done = threading.Event()
+    threading.Thread(target=lambda: (w.put_waiting(3), done.set()), daemon=True).start()
+    assert not done.wait(0.3)                  # 2 still waits: the producer of 3 is held
+    release.set()
+    assert done.wait(10) and wait_for(lambda: seen == [1, 2, 3], 10)
+    assert replaced == []                      # nothing replaced, nothing lost
+    release.clear()
+    assert w.put_waiting(4) and wait_for(lambda: seen[-1] == 4, 10)
+    assert w.put_waiting(5)                    # waits behind 4 in progress
+    stopper = threading.Thread(target=lambda: w.stop(5), daemon=True)
+    stopper.start()
+    assert not w.put_waiting(6)                # stopped while waiting: refused, not hung
+    release.set()
+    stopper.join(10)
+    assert 6 not in seen
+
+
 def test_node_stats_keeps_the_stage_times_of_each_recent_frame():
     from stereonet_ros.stats import NodeStats
     stats = NodeStats(latency_window=2)

@@ -12,6 +12,10 @@ Sections of the report (table on stdout, everything in ``--json``):
   replaced by a replay of its own output (computed once, for real), so what is measured is
   the node's own overhead: decode, engine pre/post-processing, numpy post-processing,
   message building and publishing, and the DDS transport.
+- ``stream``: the same node with its real network and default threads (and every core,
+  where that differs), fed pairs faster than it keeps up for ``--stream-seconds``: how often
+  a disparity comes out (period ms, Hz), its drops, and the period over SGBM's time on the
+  same frames from the same run - the rate a camera user sees.
 - ``sgbm``: OpenCV StereoSGBM on the same frames, the classical reference; ``ratio`` is
   StereoNet model time / SGBM time measured in the same run.
 - ``knobs``: full ``engine.infer`` cost of input_scale, max_disparity and the number of
@@ -24,7 +28,7 @@ All times are milliseconds of wall clock. On a shared machine compare *ratios* f
 Modules, one concern each: ``timing`` (clock, summaries), ``inputs`` (the frames and the
 checkpoint benchmarked), ``session`` (``Bench``: configuration, engines, the run of the
 sections), ``model`` (model, memory and knobs sections), ``baselines`` (SGBM), ``node``
-(the in-process node over DDS), ``micro`` (the A/B micro benchmarks), ``report`` (the
+(the in-process node over DDS), ``stream`` (that node with its network, at a camera's rate), ``micro`` (the A/B micro benchmarks), ``report`` (the
 tables) and ``cli`` (the command line; ``python -m stereonet_ros.tools.bench``).
 """
 from __future__ import annotations

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refinement levels kept; first = base, others = knob values (default: all, 1, 0)")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--node-frames", type=int, default=0, help="frames through the node (0 = 5 CPU, 50 CUDA)")
+    p.add_argument("--stream-seconds", type=float, default=10.0,
+                   help="seconds measured per stream row (after 3 s of warm-up)")
     p.add_argument("--knob-size", type=parse_sizes, default=None, help="size for the knobs (default: first size)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help="subset of " + ",".join(SECTIONS) + " ('none' with --micro: only the micro benchmarks)")
@@ -110,7 +112,8 @@ def _main(args: argparse.Namespace) -> int:
                       node_frames=args.node_frames or (50 if cuda else 5),
                       knob_size=(args.knob_size or args.sizes)[0], sections=sections, micro=args.micro,
                       compile_backend=args.compile, compile_timeout=args.compile_timeout,
-                      micro_parts=tuple(x.strip() for x in args.micro_parts.split(",") if x.strip()))
+                      micro_parts=tuple(x.strip() for x in args.micro_parts.split(",") if x.strip()),
+                      stream_seconds=args.stream_seconds)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     # Refiner defaults depend on the checkpoint: all of them, then 1 and 0.
     probe, _ = load_or_random(args.checkpoint) if args.refiners is None else (None, "")

@@ -32,38 +32,108 @@ BASELINE_M = 0.12          # metres
 STAGES = ("decode", "preprocess", "postprocess", "postprocess_numpy", "publish", "model", "total")
 
 
+class NodeHarness:
+    """A real ``StereoNetNode`` in namespace ``ns`` of ``ctx`` and a bench-side node that
+    publishes its inputs and subscribes to every output (reliable), both spun by one executor
+    in a thread. ``on_out(topic, stamp, t)`` is called on each output message (perf_counter
+    time ``t``)."""
+
+    def __init__(self, ctx: Any, ns: str, params: List[Any], on_out: Any) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from ...node import StereoNetNode
+
+        self.node = StereoNetNode(namespace=ns, context=ctx, parameter_overrides=params)
+        self.io = rclpy.create_node("bench_io", namespace=ns, context=ctx)
+
+        def cb(topic: str, msg: Any) -> None:
+            t = time.perf_counter()
+            on_out(topic, (msg.header.stamp.sec, msg.header.stamp.nanosec), t)
+
+        rel = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs = [self.io.create_subscription(ros_type(OUTPUT_TYPES[t]), t, lambda m, t=t: cb(t, m), rel)
+                     for t in OUTPUT_TOPICS]
+        self.pubs = {k: self.io.create_publisher(ros_type(t), k, rel) for k, t in INPUT_TYPES.items()}
+        self.ex = SingleThreadedExecutor(context=ctx)
+        self.ex.add_node(self.node)
+        self.ex.add_node(self.io)
+        self._stop = threading.Event()
+        self._spin = threading.Thread(
+            target=lambda: [self.ex.spin_once(timeout_sec=0.05) for _ in iter(self._stop.is_set, True)], daemon=True)
+        self._spin.start()
+        self._images: Dict[Tuple[int, int], List[Any]] = {}
+
+    def matched(self, timeout: float = 15.0) -> bool:
+        """Wait until every input has the node as subscriber and every output a publisher."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() >= 1 for p in self.pubs.values()) \
+                    and all(s.get_publisher_count() >= 1 for s in self.subs):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def send(self, frames: Tuple[Any, Any], first: bool = False) -> Tuple[int, int]:
+        """Publish camera_info and one rgb8 pair stamped now; returns the stamp (sec, nanosec).
+        The image messages are built once per size and re-stamped (building 2 MB messages in
+        Python is the bench's cost, not the node's)."""
+        h, w = frames[0].shape[:2]
+        header = make_header(time.time_ns(), FRAME_ID)
+        fx = FOCAL_PER_WIDTH * w
+        # One rectified pair: the right eye's P[0,3] = -fx * baseline (the codec's convention).
+        for side in ("left", "right"):
+            self.pubs[f"{side}/camera_info"].publish(make_camera_info(header, w, h, fx, BASELINE_M,
+                                                                      right=side == "right"))
+        if first:
+            time.sleep(0.2)  # let camera_info arrive before the first pair
+        msgs = self._images.get((w, h))
+        if msgs is None:
+            msgs = self._images[(w, h)] = [make_image(header, arr, "rgb8") for arr in frames]
+        for m in msgs:
+            m.header = header
+        self.pubs["left/image_rect"].publish(msgs[0])
+        self.pubs["right/image_rect"].publish(msgs[1])
+        return header.stamp.sec, header.stamp.nanosec
+
+    def close(self) -> None:
+        self._stop.set()
+        self._spin.join(5)
+        self.ex.shutdown()
+        self.node.shutdown()
+        self.node.destroy_node()
+        self.io.destroy_node()
+
+
+def node_params(bench: Bench, **extra: Any) -> List[Any]:
+    """The node's parameters for the run's checkpoint, device and base knob settings."""
+    from rclpy.parameter import Parameter
+    values = {"checkpoint": bench.ckpt.path, "device": str(bench.device), "refiners": bench.refiners,
+              "input_scale": float(bench.cfg.input_scales[0]),
+              "max_disparity": float(bench.cfg.max_disparities[0]), **extra}
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def in_private_domain(run: Any) -> Any:
+    """``run(ctx)`` with a fresh rclpy context on a random private ROS domain, shut after."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=random.randint(100, 200))
+    try:
+        return run(ctx)
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
 def run_node(bench: Bench) -> List[Dict[str, Any]]:
     """Per size, one row of the node's stage times and overhead (ms) over DDS: a fresh node
     in namespace ``/bench<i>`` with the run's checkpoint, device and base knob settings."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.parameter import Parameter
-
-    from ...node import StereoNetNode
-
-    domain = random.randint(100, 200)
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    rows: List[Dict[str, Any]] = []
-    try:
-        for idx, (w, h) in enumerate(bench.cfg.sizes):
-            ns = f"/bench{idx}"
-            params = [Parameter("checkpoint", value=bench.ckpt.path),
-                      Parameter("device", value=str(bench.device)),
-                      Parameter("refiners", value=bench.refiners),
-                      Parameter("input_scale", value=float(bench.cfg.input_scales[0])),
-                      Parameter("max_disparity", value=float(bench.cfg.max_disparities[0]))]
-            node = StereoNetNode(namespace=ns, context=ctx, parameter_overrides=params)
-            io = rclpy.create_node("bench_io", namespace=ns, context=ctx)
-            try:
-                rows.append(_node_one_size(bench, node, io, ctx, (w, h)))
-            finally:
-                node.shutdown()
-                node.destroy_node()
-                io.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=ctx)
-    return rows
+    def sizes(ctx: Any) -> List[Dict[str, Any]]:
+        return [_node_one_size(bench, ctx, f"/bench{idx}", size) for idx, size in enumerate(bench.cfg.sizes)]
+    return in_private_domain(sizes)
 
 
 def replay_network(engine: StereoEngine, cached: Optional[Dict[str, Any]]) -> None:
@@ -84,61 +154,32 @@ def replay_network(engine: StereoEngine, cached: Optional[Dict[str, Any]]) -> No
     engine.forward = replay  # type: ignore[method-assign]  # an instance attribute shadows the method
 
 
-def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, int]) -> Dict[str, Any]:
-    """Send 1 + warmup + node_frames pairs of ``size`` (width, height) px through ``node``
+def _node_one_size(bench: Bench, ctx: Any, ns: str, size: Tuple[int, int]) -> Dict[str, Any]:
+    """Send 1 + warmup + node_frames pairs of ``size`` (width, height) px through a fresh node
     one at a time, each after the previous one's outputs all came back, and summarise the
     measured ones (see ``node_row``)."""
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
     w, h = size
-    engine = node.engine
-    replay_network(engine, bench.cached_out.get(size))
     got: Dict[Tuple[int, int], Dict[str, float]] = {}  # stamp -> topic -> receive time
     lock = threading.Lock()
 
-    def on_out(topic: str, msg: Any) -> None:
-        t = time.perf_counter()
-        hdr = msg.header
+    def on_out(topic: str, stamp: Tuple[int, int], t: float) -> None:
         with lock:
-            got.setdefault((hdr.stamp.sec, hdr.stamp.nanosec), {})[topic] = t
+            got.setdefault(stamp, {})[topic] = t
 
-    rel = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    subs = [io.create_subscription(ros_type(OUTPUT_TYPES[t]), t, lambda m, t=t: on_out(t, m), rel)
-            for t in OUTPUT_TOPICS]
-    pubs = {k: io.create_publisher(ros_type(t), k, rel) for k, t in INPUT_TYPES.items()}
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    ex.add_node(io)
-    stop = threading.Event()
-    spin = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                            daemon=True)
-    spin.start()
+    rig = NodeHarness(ctx, ns, node_params(bench), on_out)
+    node = rig.node
+    engine = node.engine
+    replay_network(engine, bench.cached_out.get(size))
     lost = 0
     e2e: List[float] = []                 # ms from publishing the pair to its last output
     measured: List[Dict[str, float]] = []  # the node's stage times (ms) of those frames
     try:
-        deadline = time.monotonic() + 15.0
-        while time.monotonic() < deadline and not (
-                all(p.get_subscription_count() >= 1 for p in pubs.values())
-                and all(s.get_publisher_count() >= 1 for s in subs)):
-            time.sleep(0.02)
-        lf, rf = bench.frames.get(size) or make_frames(w, h)
-        fx = FOCAL_PER_WIDTH * w
+        rig.matched()
+        frames = bench.frames.get(size) or make_frames(w, h)
         for i in range(1 + bench.cfg.warmup + bench.cfg.node_frames):
-            header = make_header(time.time_ns(), FRAME_ID)
-            # One rectified pair: the right eye's P[0,3] = -fx * baseline (the codec's convention).
-            for side in ("left", "right"):
-                pubs[f"{side}/camera_info"].publish(make_camera_info(header, w, h, fx, BASELINE_M,
-                                                                     right=side == "right"))
-            if i == 0:
-                time.sleep(0.2)  # let camera_info arrive before the first pair
-            msgs = [make_image(header, arr, "rgb8") for arr in (lf, rf)]
             n_before = node.stats.processed
             t0 = time.perf_counter()
-            pubs["left/image_rect"].publish(msgs[0])
-            pubs["right/image_rect"].publish(msgs[1])
-            key = (header.stamp.sec, header.stamp.nanosec)
+            key = rig.send(frames, first=i == 0)
             end = time.monotonic() + 30.0
             done = False
             while time.monotonic() < end:
@@ -158,9 +199,7 @@ def _node_one_size(bench: Bench, node: Any, io: Any, ctx: Any, size: Tuple[int, 
             elif i > bench.cfg.warmup:
                 lost += 1
     finally:
-        stop.set()
-        spin.join(5)
-        ex.shutdown()
+        rig.close()
     return node_row(bench, size, engine.precision_name, measured, e2e, lost)
 
 

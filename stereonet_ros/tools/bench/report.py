@@ -45,6 +45,18 @@ def format_report(r: Dict[str, Any]) -> str:
                          f"{s['postprocess_numpy']:6.1f} {s['publish']:8.1f} {x['overhead_ms']:9.1f} "
                          f"{x['transport_ms']:6.1f} {'-' if pct is None else f'{pct:.1f}':>8} "
                          f"{x.get('est_node_hz') or 0:7.2f}")
+    if r.get("stream"):
+        lines += ["", "Node with its network, fed faster than it keeps up (a disparity every ... ms)",
+                  f"{'size':>10} {'threads':>8} {'prec':>5} {'frames':>7} {'period':>8} {'p95':>7} {'Hz':>6} "
+                  f"{'model':>7} {'publish':>8} {'/ SGBM':>7}"]
+        fmt = lambda v, f=".1f": "-" if v is None else format(v, f)  # noqa: E731
+        for x in r["stream"]:
+            st = x["stages_ms"]
+            threads = f"{x['num_threads']}->{x['engine_threads']}" if x["num_threads"] == 0 else str(x["num_threads"])
+            lines.append(f"{x['size']:>10} {threads:>8} {x['precision']:>5} {x['frames']:7d} "
+                         f"{fmt(x['period_ms']):>8} {fmt(x['period_p95_ms']):>7} {x['hz']:6.2f} "
+                         f"{fmt(st.get('model')):>7} {fmt(st.get('publish')):>8} "
+                         f"{fmt(x.get('period_over_sgbm'), '.2f'):>7}")
     if r.get("sgbm"):
         lines += ["", "OpenCV StereoSGBM on the same frames",
                   f"{'size':>10} {'ndisp':>6} {'mean ms':>9} {'Hz':>7} {'StereoNet/SGBM':>15} {'best prec/SGBM':>15}"]

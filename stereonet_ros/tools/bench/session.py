@@ -14,12 +14,12 @@ import torch
 
 from ...allocator import keep_large_allocations
 from ...engine import StereoEngine, resolve_device
-from . import baselines, micro, model, node, peak
+from . import baselines, micro, model, node, peak, stream
 from .inputs import load_or_random, make_frames
 from .micro import MICRO_PARTS
 from .timing import synchronizer
 
-SECTIONS = ("model", "memory", "peak", "node", "sgbm", "knobs")
+SECTIONS = ("model", "memory", "peak", "node", "stream", "sgbm", "knobs")
 
 
 @dataclasses.dataclass
@@ -42,6 +42,7 @@ class BenchConfig:
     compile_backend: str = ""
     compile_timeout: float = 900.0  # seconds
     micro_parts: Tuple[str, ...] = MICRO_PARTS
+    stream_seconds: float = 10.0    # measured per stream row, after a few seconds' warm-up
 
 
 def cpu_model() -> str:
@@ -134,9 +135,14 @@ class Bench:
         if "node" in c.sections:
             self.log("[node over DDS, network replayed]")
             report["node"] = node.run_node(self)
+        if "stream" in c.sections:
+            self.log("[node with its network, fed faster than it keeps up]")
+            report["stream"] = stream.run_stream(self, seconds=c.stream_seconds)
         if "sgbm" in c.sections:
             self.log("[OpenCV StereoSGBM]")
             report["sgbm"] = baselines.run_sgbm(self)
+            if report.get("stream"):
+                stream.add_sgbm_ratios(report["stream"], report["sgbm"])
         if "knobs" in c.sections:
             self.log(f"[knobs at {c.knob_size[0]}x{c.knob_size[1]}, full engine.infer]")
             report["knobs"] = model.run_knobs(self)
