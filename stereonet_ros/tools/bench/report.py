@@ -32,18 +32,19 @@ def format_report(r: Dict[str, Any]) -> str:
         lines += [f"{x['size']:>10} {x['precision']:>5} {x['model_gflop']:7.2f} {x['model_ms']:7.1f} "
                   f"{x['achieved_gflops']:8.0f} {x['peak_gflops']:7.0f} {x['pct_of_peak']:7.1f}" for x in r["peak"]]
     if r.get("node"):
-        lines += ["", "Node overhead per frame over DDS (ms; the network replayed)",
+        lines += ["", "Node overhead per frame over DDS (ms; the network replayed; 'serial': the part in the "
+                  "inference thread, which adds to the frame period - publishing overlaps the next frame)",
                   f"{'size':>10} {'decode':>7} {'pre':>6} {'post':>6} {'numpy':>6} {'publish':>8} "
-                  f"{'overhead':>9} {'DDS':>6} {'% frame':>8} {'est Hz':>7}"]
+                  f"{'overhead':>9} {'serial':>7} {'DDS':>6} {'% period':>9} {'est Hz':>7}"]
         for x in r["node"]:
             s = x["stages_ms"]
             if x.get("overhead_ms") is None:
                 lines.append(f"{x['size']:>10}  no frame came back ({x['lost']} lost)")
                 continue
-            pct = x.get("overhead_pct_of_frame")
+            pct = x.get("serial_overhead_pct_of_period")
             lines.append(f"{x['size']:>10} {s['decode']:7.1f} {s['preprocess']:6.1f} {s['postprocess']:6.1f} "
                          f"{s['postprocess_numpy']:6.1f} {s['publish']:8.1f} {x['overhead_ms']:9.1f} "
-                         f"{x['transport_ms']:6.1f} {'-' if pct is None else f'{pct:.1f}':>8} "
+                         f"{x['serial_overhead_ms']:7.1f} {x['transport_ms']:6.1f} {'-' if pct is None else f'{pct:.1f}':>9} "
                          f"{x.get('est_node_hz') or 0:7.2f}")
     if r.get("stream"):
         lines += ["", "Node with its network, fed faster than it keeps up (a disparity every ... ms)",
