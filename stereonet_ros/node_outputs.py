@@ -78,6 +78,10 @@ class OutputPublishers:
                            "subscribes (counted as 'event no_subscriber' on /diagnostics)" if idle else
                            "an output has a subscriber: processing pairs")
         out["points"] = out["points"] and cloud_due(stamp, self._last_cloud, v["cloud_rate"])
+        if out["points"]:
+            # Taken now, not when published: the next pair is decided while this frame's
+            # messages are still being sent (the node's publishing thread).
+            self._last_cloud = stamp
         return out
 
     def publish(self, header: Any, out: FrameOutput, v: Dict[str, Any], info: Optional[CameraInfo] = None,
@@ -96,7 +100,6 @@ class OutputPublishers:
             if info is not None:
                 self.depth_info.publish(messages.camera_info_with_header(info, header))
         if v["publish_points"] and out.points is not None:
-            self._last_cloud = messages.header_ns(header)
             self.points.publish(messages.make_cloud(header, out.points, out.rgb8, v["cloud_organized"]))
         if v["publish_confidence"] and out.confidence is not None:
             self.conf.publish(messages.make_image(header, out.confidence.astype("float32", copy=False), "32FC1"))
