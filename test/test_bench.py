@@ -35,7 +35,7 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
         assert node["stages_ms"][stage] is not None
     assert "overhead_ms" in node and "overhead_pct_of_frame" in node
     assert 0 < node["serial_overhead_ms"] < node["overhead_ms"]  # publishing is not in the inference thread
-    assert report["sgbm"][0]["ratio_model_over_sgbm"] is not None
+    assert report["sgbm"][0]["ratio_model_over_sgbm"] is not None and report["sgbm"][0]["stereobm_mean_ms"] > 0
     stream = report["stream"]
     assert stream[0]["num_threads"] == 0 and stream[0]["engine_threads"] >= 1  # the node's default first
     for row in stream:  # a tiny model keeps up with 30 Hz: pairs came out, each a computed frame

@@ -38,6 +38,14 @@ def make_sgbm(num_disparities: int, block_size: int = BLOCK_SIZE) -> "cv2.Stereo
         speckleWindowSize=100, speckleRange=2, preFilterCap=63, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
 
 
+def make_bm(num_disparities: int, block_size: int = 15) -> "cv2.StereoBM":
+    """OpenCV's block matcher (stereo_image_proc's other algorithm), for speed comparisons
+    only: ``0..num_disparities-1`` px, grey input, its default 15x15 window."""
+    if num_disparities <= 0 or num_disparities % 16:
+        raise ValueError(f"num_disparities must be a positive multiple of 16, got {num_disparities}")
+    return cv2.StereoBM_create(numDisparities=int(num_disparities), blockSize=block_size)
+
+
 def to_grey_u8(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1) or (H, W, 3) RGB image, uint8 or float in [0, 1] -> (H, W) uint8."""
     a = np.asarray(image)

@@ -1,5 +1,6 @@
 """The sgbm section: OpenCV StereoSGBM (``tools.baseline``, the one SGBM of the accuracy
-numbers too) on the same frames, with StereoNet's model time over SGBM's from this run."""
+numbers too) and StereoBM on the same frames, with StereoNet's model time over SGBM's from
+this run."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List
@@ -13,7 +14,7 @@ if TYPE_CHECKING:  # the session imports this module
 def run_sgbm(bench: Bench) -> List[Dict[str, Any]]:
     """Per size: SGBM timings (ms, Hz) over the network's searched range, and the ratios of
     the auto and the fastest precision's model time to it (None without the model section)."""
-    from ..baseline import BLOCK_SIZE, make_sgbm, num_disparities_for, to_grey_u8
+    from ..baseline import BLOCK_SIZE, make_bm, make_sgbm, num_disparities_for, to_grey_u8
     rows = []
     block = BLOCK_SIZE
     for (w, h) in bench.cfg.sizes:
@@ -24,12 +25,14 @@ def run_sgbm(bench: Bench) -> List[Dict[str, Any]]:
         lg, rg = (to_grey_u8(f) for f in bench.frames[(w, h)])
         ms = time_calls(lambda: sgbm.compute(lg, rg), max(bench.cfg.iters, 3), 1, lambda: None)
         s = summarize(ms)
+        bm = make_bm(ndisp)
+        bm_ms = summarize(time_calls(lambda: bm.compute(lg, rg), max(bench.cfg.iters, 3), 1, lambda: None))["mean_ms"]
         model, best = bench.auto_model_ms((w, h)), bench.best_model_ms((w, h))
         rows.append({"size": f"{w}x{h}", "num_disparities": ndisp, "block_size": block,
-                     "mode": "MODE_SGBM_3WAY", **s, "model_mean_ms": model,
+                     "mode": "MODE_SGBM_3WAY", **s, "stereobm_mean_ms": bm_ms, "model_mean_ms": model,
                      "model_precision": bench.engine().precision_name,
                      "ratio_model_over_sgbm": (model / s["mean_ms"]) if model else None,
                      "ratio_best_precision_over_sgbm": (best / s["mean_ms"]) if best else None})
-        bench.log(f"  sgbm {w}x{h}: {s['mean_ms']:.1f} ms" +
+        bench.log(f"  sgbm {w}x{h}: {s['mean_ms']:.1f} ms (StereoBM {bm_ms:.1f} ms)" +
                   (f" (StereoNet/SGBM = {model / s['mean_ms']:.2f}x)" if model else ""))
     return rows

@@ -59,11 +59,12 @@ def format_report(r: Dict[str, Any]) -> str:
                          f"{fmt(st.get('model')):>7} {fmt(st.get('publish')):>8} "
                          f"{fmt(x.get('period_over_sgbm'), '.2f'):>7}")
     if r.get("sgbm"):
-        lines += ["", "OpenCV StereoSGBM on the same frames",
-                  f"{'size':>10} {'ndisp':>6} {'mean ms':>9} {'Hz':>7} {'StereoNet/SGBM':>15} {'best prec/SGBM':>15}"]
+        lines += ["", "OpenCV StereoSGBM (and StereoBM) on the same frames",
+                  f"{'size':>10} {'ndisp':>6} {'mean ms':>9} {'Hz':>7} {'BM ms':>7} {'StereoNet/SGBM':>15} "
+                  f"{'best prec/SGBM':>15}"]
         fmt = lambda v: "-" if v is None else format(v, ".2f")  # noqa: E731
         lines += [f"{x['size']:>10} {x['num_disparities']:6d} {x['mean_ms']:9.1f} {x['hz']:7.2f} "
-                  f"{fmt(x['ratio_model_over_sgbm']):>15} {fmt(x['ratio_best_precision_over_sgbm']):>15}"
+                  f"{x['stereobm_mean_ms']:7.1f} {fmt(x['ratio_model_over_sgbm']):>15} {fmt(x['ratio_best_precision_over_sgbm']):>15}"
                   for x in r["sgbm"]]
     if r.get("knobs"):
         lines += ["", "Knobs (full engine.infer, one varied at a time)",
