@@ -379,3 +379,24 @@ def test_mixed_sources_keep_every_key_they_share(shared_layout):
     real = FolderPairs(shared_layout)
     mixed = MixedStereo([real, a], [1.0, 1.0], 8)
     assert all(set(mixed[i]) == {"left", "right", "disp"} for i in range(8))
+
+
+def test_the_default_recipe_chains_its_stages_and_names_only_real_arguments():
+    """tools/train_default.sh runs config/train_default.yaml then each stage file on top; every
+    stage after the first starts from the previous stage's final checkpoint, and every model /
+    data key is an argument of the module / datamodule (a typo would only fail hours in)."""
+    import inspect
+    import re
+    script = (ROOT / "tools" / "train_default.sh").read_text()
+    stages = [int(n) for n in re.search(r"for n in ([\d ]+); do", script).group(1).split()]
+    assert stages == list(range(1, len(stages) + 1)) and len(stages) >= 2
+    model_args = set(inspect.signature(StereoNetModule.__init__).parameters) - {"self"}
+    data_args = set(inspect.signature(StereoDataModule.__init__).parameters) - {"self"}
+    for n in stages:
+        path = ROOT / "config" / ("train_default.yaml" if n == 1 else f"train_default_stage{n}.yaml")
+        cfg = yaml.safe_load(path.read_text())
+        assert set(cfg.get("model", {})) <= model_args, (path.name, set(cfg["model"]) - model_args)
+        assert set(cfg.get("data", {})) <= data_args, (path.name, set(cfg["data"]) - data_args)
+        if n > 1:
+            assert cfg["model"]["init_weights"] == f"runs/default_stage{n - 1}/checkpoints/final.ckpt", path.name
+    assert f'"$n" -lt {stages[-1]}' in script  # the last stage stays in runs/default for the export
