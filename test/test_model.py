@@ -241,46 +241,38 @@ def test_warp_horizontal_undoes_a_known_sub_pixel_shift(direction):
     assert bf16.dtype == torch.bfloat16
     assert float((bf16.float() - fp32)[..., 500:].abs().max()) < 0.03
 
-def test_warp_refinement_widened_from_plain_weights_computes_the_same_and_learns(tiny_checkpoint):
-    """Zero weights on the new residual channels: the widened model equals the plain one at
-    the start, and the residual channels get a gradient (training can use them)."""
+@pytest.mark.parametrize("fewer, more", [
+    ({"warp_refinement": False}, {"warp_refinement": True}),                      # residual switched on
+    ({"warp_refinement": True}, {"warp_refinement": True, "warp_offsets": 2}),    # neighbours added
+], ids=["warp_refinement", "warp_offsets"])
+def test_refiners_widened_from_fewer_residuals_compute_the_same_and_learn(fewer, more):
+    """Zero weights on the new residual channels: the widened model equals the one it was
+    widened from at the start, and the new channels get a gradient (training can use them)."""
     from stereonet_ros.model import widen_refiner_heads
     torch.manual_seed(0)
-    plain_cfg = StereoNetConfig(k=3, features=8, max_disparity=64, refinement_levels=2)
-    plain = StereoNet(plain_cfg).eval()
-    warped = StereoNet(StereoNetConfig(**{**plain_cfg.to_dict(), "warp_refinement": True})).eval()
-    with pytest.raises(RuntimeError):  # plain weights do not fit without widening
-        warped.load_state_dict(plain.state_dict())
-    warped.load_state_dict(widen_refiner_heads(plain.state_dict(), refiner_inputs=warped.config.refiner_inputs))
+    base = dict(k=3, features=8, max_disparity=64, refinement_levels=2)
+    small, large = StereoNetConfig(**base, **fewer), StereoNetConfig(**base, **more)
+    a, b = StereoNet(small).eval(), StereoNet(large).eval()
+    with pytest.raises(RuntimeError):  # the smaller heads do not fit without widening
+        b.load_state_dict(a.state_dict())
+    b.load_state_dict(widen_refiner_heads(a.state_dict(), refiner_inputs=large.refiner_inputs))
     left, right = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
     with torch.no_grad():
-        torch.testing.assert_close(warped(left, right, with_right=True)["disparity"],
-                                   plain(left, right, with_right=True)["disparity"])
-    warped.train()
-    warped(left, right)["disparity"].mean().backward()
-    head = warped.refiners[0].head[0].weight
-    assert head.shape[1] == 1 + 3 + 3
-    assert float(head.grad[:, 4:].abs().sum()) > 0
+        got, want = b(left, right, with_right=True), a(left, right, with_right=True)
+    for key in ("disparity", "right_disparity"):
+        torch.testing.assert_close(got[key], want[key])
+    b.train()
+    b(left, right)["disparity"].mean().backward()
+    for refiner in b.refiners:
+        head = refiner.head[0].weight
+        assert head.shape[1] == 1 + large.refiner_inputs
+        assert float(head.grad[:, 1 + small.refiner_inputs:].abs().sum()) > 0
 
 
-def test_warp_offsets_add_residuals_at_neighbouring_disparities_and_widen_from_fewer():
-    """warp_offsets=n: residuals at d, d-1, d+1, ..., d+-n (level pixels); a model with more
-    offsets, widened from one with fewer, computes the same and learns on the new channels."""
-    from stereonet_ros.model import widen_refiner_heads
-    torch.manual_seed(1)
-    base = StereoNetConfig(k=3, features=8, max_disparity=64, refinement_levels=2, warp_refinement=True)
-    more = StereoNetConfig(**{**base.to_dict(), "warp_offsets": 2})
-    assert more.residual_offsets == (0, -1, 1, -2, 2) and more.refiner_inputs == 3 * 6
+def test_warp_offsets_are_residuals_at_neighbouring_disparities_and_need_warp_refinement():
+    """warp_offsets=n: residuals at d, d-1, d+1, ..., d+-n (level pixels), after the image."""
+    cfg = StereoNetConfig(k=3, features=8, max_disparity=64, warp_refinement=True, warp_offsets=2)
+    assert cfg.residual_offsets == (0, -1, 1, -2, 2) and cfg.refiner_inputs == 3 * 6
+    assert StereoNetConfig(k=3, features=8, max_disparity=64, warp_refinement=True).refiner_inputs == 3 * 2
     with pytest.raises(ValueError, match="warp_refinement"):
-        StereoNetConfig(**{**base.to_dict(), "warp_refinement": False, "warp_offsets": 1})
-    one, two = StereoNet(base).eval(), StereoNet(more).eval()
-    two.load_state_dict(widen_refiner_heads(one.state_dict(), refiner_inputs=more.refiner_inputs))
-    left, right = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
-    with torch.no_grad():
-        torch.testing.assert_close(two(left, right, with_right=True)["right_disparity"],
-                                   one(left, right, with_right=True)["right_disparity"])
-    two.train()
-    two(left, right)["disparity"].mean().backward()
-    head = two.refiners[1].head[0].weight
-    assert head.shape[1] == 1 + more.refiner_inputs
-    assert float(head.grad[:, 1 + base.refiner_inputs:].abs().sum()) > 0
+        StereoNetConfig(k=3, features=8, max_disparity=64, warp_refinement=False, warp_offsets=1)
