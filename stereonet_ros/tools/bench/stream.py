@@ -77,7 +77,9 @@ def _stream_one(bench: Bench, ctx: Any, ns: str, size: Tuple[int, int], num_thre
             sent += 1
             time.sleep(max(0.0, t_start + sent / feed_hz - time.perf_counter()))
         stats_at_end = rig.node.stats.snapshot()
-        frames_ms = [s for s in rig.node.stats.recent_frames()]
+        # The stage times of the frames finished while measuring, not of the warm-up's.
+        measured = stats_at_end["processed"] - (stats_at_start or {"processed": 0})["processed"]
+        frames_ms = rig.node.stats.recent_frames()[-measured:] if measured else []
         engine = rig.node.engine
     finally:
         rig.close()
