@@ -7,8 +7,9 @@ images and drop them in a one-slot mailbox; the inference thread takes the newes
 runs the network, so when inference is slower than the camera the older pair is dropped
 (counted as 'overrun'): latency stays bounded, memory flat. It hands each computed frame to a
 publishing thread and goes on with the next pair, so building and sending the messages
-overlaps the next frame's network instead of adding to the frame period. A new model (a runtime change of
-checkpoint, device, backend, ...) warms up in a thread of its own while the old one serves.
+overlaps the next frame's network instead of adding to the frame period. A new model (a
+runtime change of checkpoint, device, backend, ...) warms up in a thread of its own while the
+old one serves.
 """
 from __future__ import annotations
 

@@ -173,7 +173,6 @@ def synthetic_val(engine: StereoEngine, n: int, seed_base: int, size: Tuple[int,
     """StereoNet and SGBM (holes filled) on ``n`` held-out synthetic scenes, over all,
     visible and occluded ground-truth pixels apart (occluded: the left pixel has no
     consistent match in the right view, or it falls outside it)."""
-
     maxd = float(engine.max_disparity)
     cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(maxd, 0.25 * size[1]))
     acc: Dict[str, List[Dict[str, float]]] = {}
@@ -193,7 +192,6 @@ def plane_sweep(engine: StereoEngine, disparities: Sequence[float], size: Tuple[
                 seed: int = 0) -> List[Dict[str, float]]:
     """Median disparity read on the central region of textured fronto-parallel planes at
     each true disparity (px): the sub-pixel precision of the node's output."""
-
     rows = []
     for d in disparities:
         left, right = fronto_parallel_pair(float(d), size, seed)
@@ -230,7 +228,6 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
     feeds it). All disparities in native pixels.
     """
     import skimage.data
-
 
     maxd = ck.config.max_disparity
     cfg = SyntheticConfig(height=size[0], width=size[1], max_disparity=min(float(maxd), 0.25 * size[1]))

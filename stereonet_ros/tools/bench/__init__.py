@@ -27,9 +27,10 @@ All times are milliseconds of wall clock. On a shared machine compare *ratios* f
 
 Modules, one concern each: ``timing`` (clock, summaries), ``inputs`` (the frames and the
 checkpoint benchmarked), ``session`` (``Bench``: configuration, engines, the run of the
-sections), ``model`` (model, memory and knobs sections), ``baselines`` (SGBM), ``node``
-(the in-process node over DDS), ``stream`` (that node with its network, at a camera's rate), ``micro`` (the A/B micro benchmarks), ``report`` (the
-tables) and ``cli`` (the command line; ``python -m stereonet_ros.tools.bench``).
+sections), ``model`` (model, memory and knobs sections), ``baselines`` (SGBM, StereoBM),
+``node`` (the in-process node over DDS), ``stream`` (that node with its network, at a camera's
+rate), ``micro`` (the A/B micro benchmarks), ``report`` (the tables) and ``cli`` (the
+command line; ``python -m stereonet_ros.tools.bench``).
 """
 from __future__ import annotations
 
