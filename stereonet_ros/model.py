@@ -175,15 +175,17 @@ class FeatureExtractor(nn.Module):
 
 
 def difference_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int,
-                           direction: int = -1) -> torch.Tensor:
+                           direction: int = -1, *,
+                           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Feature-difference cost volume, vectorised over disparity.
 
     ``cost[b, c, d, y, x] = ref[b, c, y, x] - other[b, c, y, x + direction * d]``
     where that column exists, else 0. ``direction=-1`` matches a left reference
     against the right image (x_r = x_l - d); ``+1`` a right reference against the left.
-    Returns ``(B, C, D, H, W)``, contiguous. No Python loop over d: ``other`` is padded once
+    Returns ``(B, C, D, H, W)`` in ``memory_format`` (contiguous, or ``channels_last_3d`` for
+    a filter whose weights are NDHWC). No Python loop over d: ``other`` is padded once
     and D shifted windows are taken with ``unfold`` (a view). At inference the difference is
-    written straight into the contiguous output and the out-of-image triangle zeroed in place
+    written straight into the output layout and the out-of-image triangle zeroed in place
     (two passes over the volume instead of subtract, mask-multiply and layout copy).
     """
     b, c, h, w = other.shape
@@ -204,14 +206,16 @@ def difference_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: i
     invalid = invalid.view(candidates, 1, w)
     if torch.is_grad_enabled() and (ref.requires_grad or other.requires_grad):
         # Training: out= and in-place ops do not record gradients; same values.
-        return (ref.unsqueeze(2) - shifted).masked_fill(invalid, 0.0).contiguous()
-    cost = torch.empty((b, c, candidates, h, w), dtype=torch.result_type(ref, other), device=ref.device)
+        return (ref.unsqueeze(2) - shifted).masked_fill(invalid, 0.0).contiguous(memory_format=memory_format)
+    cost = torch.empty((b, c, candidates, h, w), dtype=torch.result_type(ref, other), device=ref.device,
+                       memory_format=memory_format)
     torch.sub(ref.unsqueeze(2), shifted, out=cost)
     return cost.masked_fill_(invalid, 0.0)
 
 
 def slice_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int,
-                      direction: int = -1) -> torch.Tensor:
+                      direction: int = -1, *,
+                      memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Same values as :func:`difference_cost_volume`, built from one slice, subtraction and
     zero pad per candidate and a ``stack``.
 
@@ -231,7 +235,7 @@ def slice_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int,
             vols.append(F.pad(ref[..., d:] - other[..., :-d], (d, 0)))
         else:               # ref[x] - other[x + d], zero where x + d >= W
             vols.append(F.pad(ref[..., :-d] - other[..., d:], (0, d)))
-    return torch.stack(vols, 2)
+    return torch.stack(vols, 2).contiguous(memory_format=memory_format)
 
 
 #: ``StereoNet.cost_volume`` choices: the fast vectorised volume, and the exportable one.
@@ -249,6 +253,14 @@ class CostFilter(nn.Module):
                        nn.LeakyReLU(_LEAK, inplace=True)]
         layers.append(nn.Conv3d(ch, 1, 3, 1, 1))
         self.net = nn.Sequential(*layers)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout its input should be built in: that of its first convolution's weights
+        (``to_channels_last`` makes them NDHWC)."""
+        first = self.net[0].weight
+        return torch.channels_last_3d if (first.is_contiguous(memory_format=torch.channels_last_3d)
+                                          and not first.is_contiguous()) else torch.contiguous_format
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         return self.net(volume).squeeze(1)
@@ -373,15 +385,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Store every Conv2d weight channels-last (NHWC), in place; returns ``model``.
+    """Store every Conv2d weight channels-last (NHWC) and every Conv3d weight NDHWC, in
+    place; returns ``model``.
 
     With NHWC weights and an NHWC input the 2D convolutions stay NHWC end to end (oneDNN on
     the CPU, cuDNN's tensor-core kernels on CUDA) instead of converting layouts per layer.
-    The 3D cost filter is left alone: its input is built contiguous by the cost volume.
+    The cost volume is then built NDHWC (``CostFilter.memory_format``): oneDNN's 16-channel
+    3x3x3 convolution measured 1.5x faster in that layout than NCDHW on an AVX2 CPU.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        elif isinstance(m, nn.Conv3d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
     return model
 
 
@@ -400,8 +416,11 @@ class _OneDNNConv3d(nn.Conv3d):
                 and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
                 and not torch.compiler.is_compiling()  # traced graphs choose their own kernels
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
-            return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
-                                            self.stride, self.dilation, self.groups)
+            layout = (torch.channels_last_3d if not self.weight.is_contiguous()
+                      and self.weight.is_contiguous(memory_format=torch.channels_last_3d)
+                      else torch.contiguous_format)
+            return torch.mkldnn_convolution(x.contiguous(memory_format=layout), self.weight, self.bias,
+                                            self.padding, self.stride, self.dilation, self.groups)
         return super().forward(x)
 
 
@@ -517,7 +536,8 @@ class StereoNet(nn.Module):
         except KeyError:
             raise ValueError(f"cost_volume must be one of {sorted(COST_VOLUMES)}, "
                              f"got {self.cost_volume!r}") from None
-        cost = self.cost_filter(volume(fl, fr, d, direction=-1))
+        layout = self.cost_filter.memory_format
+        cost = self.cost_filter(volume(fl, fr, d, direction=-1, memory_format=layout))
         coarse, prob = soft_argmin(cost, step)
         pyr = self._pyramid(coarse, left, right, -1) if refine else [coarse]
         result: Dict[str, object] = {"disparities": pyr, "disparity": self._full(pyr[-1], len(pyr) - 1, (h, w))}
@@ -527,7 +547,7 @@ class StereoNet(nn.Module):
             conf = distribution_confidence(prob, coarse, step)
             result["confidence"] = self._full(conf, 0, (h, w))
         if with_right:
-            cost_r = self.cost_filter(volume(fr, fl, d, direction=+1))
+            cost_r = self.cost_filter(volume(fr, fl, d, direction=+1, memory_format=layout))
             coarse_r, _ = soft_argmin(cost_r, step)
             pyr_r = self._pyramid(coarse_r, right, left, +1) if refine else [coarse_r]
             result["right_disparities"] = pyr_r

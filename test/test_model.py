@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stereonet_ros.model import (StereoNet, StereoNetConfig, difference_cost_volume,
-                                 distribution_confidence, soft_argmin)
+                                 distribution_confidence, fold_batchnorm, soft_argmin,
+                                 to_channels_last, use_onednn_conv3d)
 
 
 def slow_cost_volume(ref, other, d_count, direction):
@@ -25,6 +26,37 @@ def test_cost_volume_equals_slow_reference(direction):
     ref, other = torch.randn(2, 3, 4, 9, generator=g), torch.randn(2, 3, 4, 9, generator=g)
     fast = difference_cost_volume(ref, other, 5, direction)
     torch.testing.assert_close(fast, slow_cost_volume(ref, other, 5, direction))
+
+
+@pytest.mark.parametrize("direction", [-1, 1])
+def test_cost_volume_built_channels_last_has_the_same_values(direction):
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(1, 4, 3, 10, generator=g).contiguous(memory_format=torch.channels_last)
+    other = torch.randn(1, 4, 3, 10, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ndhwc = difference_cost_volume(ref, other, 6, direction, memory_format=torch.channels_last_3d)
+    assert ndhwc.is_contiguous(memory_format=torch.channels_last_3d) and not ndhwc.is_contiguous()
+    torch.testing.assert_close(ndhwc, slow_cost_volume(ref, other, 6, direction), rtol=0, atol=0)
+
+
+def test_the_inference_layouts_change_no_output():
+    """What the engine does to a model on the CPU (BatchNorm folded, NHWC 2D and NDHWC 3D
+    weights, oneDNN Conv3d) keeps its outputs: the 3D filter's input follows its weights."""
+    torch.manual_seed(0)
+    m = StereoNet(StereoNetConfig(k=2, max_disparity=24, features=8, refinement_levels=1)).eval()
+    for bn in m.modules():  # non-trivial statistics, so folding has something to fold
+        if isinstance(bn, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0)
+    x, y = torch.rand(1, 3, 16, 32), torch.rand(1, 3, 16, 32)
+    with torch.inference_mode():
+        plain = m(x, y, with_right=True)
+        assert m.cost_filter.memory_format == torch.contiguous_format
+        fast = use_onednn_conv3d(to_channels_last(fold_batchnorm(m)))
+        assert fast.cost_filter.memory_format == torch.channels_last_3d
+        out = fast(x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last),
+                   with_right=True)
+    for key in ("disparity", "right_disparity"):
+        torch.testing.assert_close(out[key], plain[key], rtol=1e-4, atol=1e-4)
 
 
 def test_soft_argmin_of_one_hot_cost_is_exact():
