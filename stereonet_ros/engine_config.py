@@ -19,16 +19,23 @@ ENGINE_PARAMS = tuple(n for n, s in SPECS.items() if s.engine)
 
 
 def default_threads() -> int:
-    """The node's num_threads 0: every core but one, which stays free for the executor thread
-    that receives images (2 busy threads on 2 cores measured ~4x slower than 1)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """The node's num_threads 0: every core on a computer of one or two cores, every core but
+    one (free for the executor thread that receives images) on a larger one.
+
+    Measured on 2 cores with the node fed 30 Hz (docs/PERFORMANCE.md): both cores for
+    inference delivered a disparity 31 % sooner at 640x480 in fp32 (AVX2 CPU), 23-29 % sooner
+    at 960x544 and 1280x720 in bf16, and tied or lost 6 % at 640x480 in bf16. (The old "2 busy
+    threads are 4x slower" was OpenMP spin-waiting, which the node turns off.) Larger
+    computers keep the previous rule: unmeasured here."""
+    cores = os.cpu_count() or 1
+    return cores if cores <= 2 else cores - 1
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     """Settings of one :class:`~stereonet_ros.engine.StereoEngine` (units as the node's
     parameters: ``max_disparity`` in native pixels, 0 = the checkpoint's; ``num_threads`` 0 =
-    torch's default in a tool, every core but one in the node)."""
+    torch's default in a tool, ``default_threads()`` in the node)."""
 
     checkpoint: str = SPECS["checkpoint"].default
     device: str = SPECS["device"].default

@@ -57,7 +57,7 @@ class StartupError(RuntimeError):
 
 
 def build_engine(values: Dict[str, Any]) -> StereoEngine:
-    """The node's engine: num_threads 0 leaves one core to the executor (``default_threads``)."""
+    """The node's engine: num_threads 0 is ``engine_config.default_threads()``."""
     config = EngineConfig.from_params(values)
     return dataclasses.replace(config, num_threads=config.num_threads or default_threads()).build()
 

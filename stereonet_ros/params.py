@@ -110,7 +110,7 @@ SPECS: Dict[str, ParamSpec] = {
     "device": ParamSpec("auto", f"inference device: {DEVICES_HELP}", _device, True),
     "strict_device": ParamSpec(False, "fail instead of falling back to the CPU when CUDA is unavailable", None, True),
     "precision": ParamSpec("auto", "auto (fp16 on CUDA; on the CPU bf16 where native - AVX512-BF16/AMX - else fp32) | fp32 | fp16 | bf16; backend onnxruntime: fp32 (auto), fp16 only with the TensorRT provider", _choice(*PRECISIONS), True),
-    "num_threads": ParamSpec(0, "CPU inference threads (0 = all cores but one, left to the ROS executor)", _range(0, 256), True),
+    "num_threads": ParamSpec(0, "CPU inference threads (0 = every core on a 1-2 core computer, else all cores but one, left to the ROS executor)", _range(0, 256), True),
     "max_disparity": ParamSpec(0.0, "searched disparity range in native pixels (0 = checkpoint's)", _range(0, 4096), True),
     "input_scale": ParamSpec(1.0, "downscale factor before the network, (0, 1]; outputs return to native size", _range(0.0, 1.0, lo_open=True), True),
     "refiners": ParamSpec(-1, "refinement levels kept (-1 = all the checkpoint's); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),

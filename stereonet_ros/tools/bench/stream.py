@@ -26,10 +26,12 @@ MIN_FEED_HZ = 30.0
 
 
 def stream_threads() -> Tuple[int, ...]:
-    """The thread settings compared: the node's default (0), and every core when that differs."""
+    """The thread settings compared: the node's default (0), and the other choice: every core
+    when the default leaves one to the executor, else every core but one."""
     from ...engine_config import default_threads
     cores = os.cpu_count() or 1
-    return (0,) if default_threads() == cores else (0, cores)
+    other = cores if default_threads() != cores else cores - 1
+    return (0, other) if other >= 1 else (0,)
 
 
 def run_stream(bench: Bench, seconds: float = 10.0, warmup_s: float = 3.0,
