@@ -242,6 +242,13 @@ def slice_cost_volume(ref: torch.Tensor, other: torch.Tensor, candidates: int,
 COST_VOLUMES = {"unfold": difference_cost_volume, "slices": slice_cost_volume}
 
 
+def weight_layout_3d(weight: torch.Tensor) -> torch.memory_format:
+    """``channels_last_3d`` for a Conv3d weight stored NDHWC (``to_channels_last``), else
+    ``contiguous_format``: the layout a convolution's input should have to match it."""
+    ndhwc = weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+    return torch.channels_last_3d if ndhwc else torch.contiguous_format
+
+
 class CostFilter(nn.Module):
     """4 x (Conv3d-BN-LReLU) and a final Conv3d to one channel: (B,C,D,H,W) -> (B,D,H,W)."""
 
@@ -258,9 +265,7 @@ class CostFilter(nn.Module):
     def memory_format(self) -> torch.memory_format:
         """The layout its input should be built in: that of its first convolution's weights
         (``to_channels_last`` makes them NDHWC)."""
-        first = self.net[0].weight
-        return torch.channels_last_3d if (first.is_contiguous(memory_format=torch.channels_last_3d)
-                                          and not first.is_contiguous()) else torch.contiguous_format
+        return weight_layout_3d(self.net[0].weight)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         return self.net(volume).squeeze(1)
@@ -416,10 +421,8 @@ class _OneDNNConv3d(nn.Conv3d):
                 and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
                 and not torch.compiler.is_compiling()  # traced graphs choose their own kernels
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
-            layout = (torch.channels_last_3d if not self.weight.is_contiguous()
-                      and self.weight.is_contiguous(memory_format=torch.channels_last_3d)
-                      else torch.contiguous_format)
-            return torch.mkldnn_convolution(x.contiguous(memory_format=layout), self.weight, self.bias,
+            x = x.contiguous(memory_format=weight_layout_3d(self.weight))
+            return torch.mkldnn_convolution(x, self.weight, self.bias,
                                             self.padding, self.stride, self.dilation, self.groups)
         return super().forward(x)
 
