@@ -22,8 +22,8 @@ OVERRIDES = {
     "checkpoint": "model file, Lightning .ckpt or exported .pt ('' = params_file's)",
     "device": "auto | cpu | cuda | cuda:N ('' = params_file's)",
     "precision": "auto | fp32 | fp16 | bf16 ('' = params_file's)",
-    "input_scale": "downscale before the network, (0, 1] ('' = params_file's)",
-    "refiners": "refinement levels kept, -1 = all ('' = params_file's)",
+    "input_scale": "resize before the network, (0, 2]: < 1 faster, > 1 more precise; 0 = the checkpoint's ('' = params_file's)",
+    "refiners": "refinement levels kept, -1 = the checkpoint's ('' = params_file's)",
 }
 
 

@@ -6,6 +6,7 @@ the node configures itself from::
     {"format": 1,
      "config": StereoNetConfig.to_dict(),        # architecture, in_channels, max_disparity
      "normalization": {"mean": [...], "std": [...]},  # per channel, applied to [0,1] pixels
+     "inference": {"input_scale": 1.25, "refiners": 1},  # optional: OperatingPoint
      "info": {...}}                               # free-form: data, steps, metrics
 
 and the weights either under ``"state_dict"`` (exported files) or under Lightning's
@@ -14,6 +15,7 @@ and the weights either under ``"state_dict"`` (exported files) or under Lightnin
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from .model import StereoNet, StereoNetConfig
+from .params import MAX_INPUT_SCALE
 
 FORMAT_VERSION = 1
 META_KEY = "stereonet"
@@ -44,6 +47,22 @@ class Normalization:
         return {"mean": list(map(float, self.mean)), "std": list(map(float, self.std))}
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The engine settings a trained model is meant to run at: what the node's ``input_scale``
+    0 and ``refiners`` -1 resolve to. A property of the weights, chosen from their measured
+    accuracy and cost (the default model's card: running it 1.25x upsampled with one refiner is
+    more accurate and no slower than native size with both). Absent = native size, all refiners.
+
+    ``input_scale`` in (0, ``MAX_INPUT_SCALE``]; ``refiners`` -1 (all) or 0..the model's."""
+
+    input_scale: float = 1.0
+    refiners: int = -1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"input_scale": float(self.input_scale), "refiners": int(self.refiners)}
+
+
 @dataclass
 class LoadedCheckpoint:
     model: StereoNet
@@ -51,6 +70,7 @@ class LoadedCheckpoint:
     normalization: Normalization
     info: Dict[str, Any]
     path: str
+    inference: OperatingPoint = field(default_factory=OperatingPoint)
 
     @property
     def random_weights(self) -> bool:
@@ -60,21 +80,41 @@ class LoadedCheckpoint:
 
 
 def metadata(config: StereoNetConfig, normalization: Normalization,
-             info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The ``"stereonet"`` entry every checkpoint carries."""
-    return {"format": FORMAT_VERSION, "config": config.to_dict(),
+             info: Optional[Dict[str, Any]] = None,
+             inference: Optional[OperatingPoint] = None) -> Dict[str, Any]:
+    """The ``"stereonet"`` entry every checkpoint carries (``inference`` only when given)."""
+    meta = {"format": FORMAT_VERSION, "config": config.to_dict(),
             "normalization": normalization.to_dict(), "info": dict(info or {})}
+    if inference is not None:
+        meta["inference"] = inference.to_dict()
+    return meta
 
 
 def save_weights(path: Union[str, Path], model: StereoNet, normalization: Normalization,
-                 info: Optional[Dict[str, Any]] = None, half: bool = False) -> Path:
+                 info: Optional[Dict[str, Any]] = None, half: bool = False,
+                 inference: Optional[OperatingPoint] = None) -> Path:
     """Write a small exported weights file (optionally fp16 tensors, restored to fp32 on load)."""
+    if inference is not None:
+        problem = operating_point_problem(inference, model.config)
+        if problem:
+            raise ValueError(f"operating point {inference.to_dict()}: {problem}")
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({META_KEY: metadata(model.config, normalization, info), "state_dict": state}, path)
+    torch.save({META_KEY: metadata(model.config, normalization, info, inference), "state_dict": state}, path)
     return path
+
+
+def operating_point_problem(point: OperatingPoint, config: StereoNetConfig) -> Optional[str]:
+    """Why ``point`` cannot run a model of ``config``, or None."""
+    s = point.input_scale
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 < s <= MAX_INPUT_SCALE:
+        return f"input_scale must be a number in (0, {MAX_INPUT_SCALE:g}], got {s!r}"
+    n = point.refiners
+    if isinstance(n, bool) or not isinstance(n, int) or not -1 <= n <= config.num_refiners:
+        return f"refiners must be -1 (all) or 0..{config.num_refiners}, got {n!r}"
+    return None
 
 
 def _read(path: Path) -> Dict[str, Any]:
@@ -151,7 +191,17 @@ def load_checkpoint(path: Union[str, Path, None] = None,
                           f"vs {tuple(expected[k].shape)})")
         raise CheckpointError(f"checkpoint '{p}' weights do not match its architecture "
                               f"{config.to_dict()}: " + "; ".join(detail))
+    inference = OperatingPoint()
+    if meta.get("inference") is not None:
+        raw = meta["inference"]
+        try:
+            inference = OperatingPoint(**raw)
+        except TypeError as exc:
+            raise CheckpointError(f"checkpoint '{p}' has an invalid 'inference' entry {raw!r}: {exc}") from exc
+        problem = operating_point_problem(inference, config)
+        if problem:
+            raise CheckpointError(f"checkpoint '{p}' has an invalid 'inference' entry: {problem}")
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state)
     model.eval()
-    return LoadedCheckpoint(model, config, norm, dict(meta.get("info") or {}), str(p))
+    return LoadedCheckpoint(model, config, norm, dict(meta.get("info") or {}), str(p), inference)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .model import StereoNet, fold_batchnorm, keep_refiners, to_channels_last, use_onednn_conv3d
-from .params import DEVICES_HELP, PRECISIONS  # defined with the parameter table, torch-free
+from .params import DEVICES_HELP, MAX_INPUT_SCALE, PRECISIONS  # defined with the parameter table, torch-free
 
 if TYPE_CHECKING:
     from .backends.ort_runner import OnnxRuntimeRunner
@@ -127,10 +127,13 @@ class StereoEngine:
     """Runs StereoNet on rectified pairs.
 
     Parameters: ``checkpoint`` ('' = bundled default), ``device``, ``precision``,
-    ``input_scale`` (0 < s <= 1: downscale before the network; outputs come back at native
-    resolution with disparities divided by s), ``max_disparity`` (native pixels searched;
-    0 = the checkpoint's), ``refiners`` (refinement levels kept, -1 = all the checkpoint's;
-    fewer is faster, the last refined level is upsampled bilinearly),
+    ``input_scale`` (0 < s <= 2: resize before the network; outputs come back at native
+    resolution with disparities divided by s; s < 1 is faster, s > 1 slower and more precise,
+    see ``params.MAX_INPUT_SCALE``; 0 = the checkpoint's ``OperatingPoint``), ``max_disparity``
+    (native pixels searched; 0 = the checkpoint's range, in native pixels when upsampling, in
+    candidates when downsampling), ``refiners`` (refinement levels kept, -1 = the checkpoint's
+    operating point, all unless it names fewer; fewer is faster, the last refined level is
+    upsampled bilinearly),
     ``num_threads`` (CPU intra-op threads; 0 = leave torch's default),
     ``fold_bn`` (fold BatchNorm into the convolutions: same outputs to float rounding, faster),
     ``channels_last`` (NHWC 2D convolutions; None = auto: on the CPU, where it measured faster),
@@ -146,7 +149,7 @@ class StereoEngine:
     """
 
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
-                 input_scale: float = 1.0, max_disparity: float = 0.0, num_threads: int = 0,
+                 input_scale: float = 0.0, max_disparity: float = 0.0, num_threads: int = 0,
                  strict_device: bool = False, loaded: Optional[LoadedCheckpoint] = None,
                  refiners: int = -1,
                  fold_bn: bool = True, channels_last: Optional[bool] = None,
@@ -154,8 +157,9 @@ class StereoEngine:
                  backend: str = "torch", onnx_providers: Union[str, Sequence[str]] = "",
                  input_size: Optional[Tuple[int, int]] = None) -> None:
         from .backends import BACKENDS
-        if not (0.0 < float(input_scale) <= 1.0) or not math.isfinite(float(input_scale)):
-            raise EngineConfigError(f"input_scale must be in (0, 1], got {input_scale}")
+        if not (0.0 <= float(input_scale) <= MAX_INPUT_SCALE) or not math.isfinite(float(input_scale)):
+            raise EngineConfigError(f"input_scale must be in (0, {MAX_INPUT_SCALE:g}] "
+                                    f"(0 = the checkpoint's), got {input_scale}")
         self.backend = (backend or "torch").strip().lower()
         if self.backend not in BACKENDS:
             raise EngineConfigError(f"backend '{backend}' is not one of {' | '.join(BACKENDS)}")
@@ -172,11 +176,17 @@ class StereoEngine:
             torch.set_num_threads(self.num_threads)
         self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
         self.config = self.ckpt.config
-        self.input_scale = float(input_scale)
+        point = self.ckpt.inference
+        self.input_scale = float(input_scale) if input_scale else float(point.input_scale)
+        if int(refiners) == -1:
+            refiners = point.refiners
         step = 2 ** self.config.k
         if max_disparity and max_disparity < 0:
             raise EngineConfigError(f"max_disparity must be >= 0, got {max_disparity}")
-        net_max = self.config.max_disparity if not max_disparity else max_disparity * self.input_scale
+        # 0: the trained range, and never fewer candidates than trained (the 3D filter learnt
+        # on that many): upsampled, the same native range needs more of them.
+        net_max = (self.config.max_disparity * max(1.0, self.input_scale) if not max_disparity
+                   else max_disparity * self.input_scale)
         # Round the network's range up to whole cost-volume candidates (>= 2 of them).
         self.candidates = max(2, int(math.ceil(net_max / step)))
         # The engine's own copy: folding BatchNorm into the convolutions rewrites modules, and
@@ -305,7 +315,9 @@ class StereoEngine:
         if self.config.in_channels == 1:
             x = (x * self._grey_weights).sum(1, keepdim=True)
         if self.input_scale != 1.0:
-            x = F.interpolate(x, size=self.network_size(*x.shape[-2:]), mode="area")
+            # area averages when shrinking; growing needs interpolation (area would repeat pixels)
+            mode = "area" if self.input_scale < 1.0 else "bilinear"
+            x = F.interpolate(x, size=self.network_size(*x.shape[-2:]), mode=mode)
         # One fused pass, (x - mean) / std (and /255 for uint8), written straight into the
         # padded float32 tensor in the model's layout (the input may be an HWC view); the
         # bottom/right border then replicates the last row/column: zero padding would create

@@ -70,6 +70,13 @@ def _num(x: float) -> str:
     return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
+#: Largest ``input_scale``. Upsampling gives the network more pixels per disparity step: its
+#: error stays about constant in network pixels, so in native pixels it shrinks by about 1/s,
+#: at s^2 the cost (model card: 1.5 lowered bad-1 on every indoor and outdoor validation pair).
+#: Beyond 2 the images hold no more detail to find.
+MAX_INPUT_SCALE = 2.0
+
+
 def _range(lo: float, hi: float = math.inf, lo_open: bool = False) -> Check:
     interval = f"{'(' if lo_open else '['}{_num(lo)}, {_num(hi)}]"
 
@@ -112,8 +119,8 @@ SPECS: Dict[str, ParamSpec] = {
     "precision": ParamSpec("auto", "auto (fp16 on CUDA; on the CPU bf16 where native - AVX512-BF16/AMX - else fp32) | fp32 | fp16 | bf16; backend onnxruntime: fp32 (auto), fp16 only with the TensorRT provider", _choice(*PRECISIONS), True),
     "num_threads": ParamSpec(0, "CPU inference threads (0 = every core on a 1-2 core computer, else all cores but one, left to the ROS executor)", _range(0, 256), True),
     "max_disparity": ParamSpec(0.0, "searched disparity range in native pixels (0 = checkpoint's)", _range(0, 4096), True),
-    "input_scale": ParamSpec(1.0, "downscale factor before the network, (0, 1]; outputs return to native size", _range(0.0, 1.0, lo_open=True), True),
-    "refiners": ParamSpec(-1, "refinement levels kept (-1 = all the checkpoint's); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),
+    "input_scale": ParamSpec(0.0, "resize factor before the network, (0, 2]: below 1 faster and coarser, above 1 slower (x s^2) and more precise; outputs return to native size (0 = the checkpoint's operating point: 1.25 for the default model, else 1)", _range(0.0, MAX_INPUT_SCALE), True),
+    "refiners": ParamSpec(-1, "refinement levels kept (-1 = the checkpoint's operating point: 1 for the default model, else all); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),
     "backend": ParamSpec("torch", "inference backend: torch | onnxruntime (the same checkpoint exported to ONNX, cached per input size in $STEREONET_CACHE_DIR, else ~/.cache/stereonet_ros; the first frame of a new size exports it, seconds)", _choice(*BACKENDS), True),
     "onnx_providers": ParamSpec("", "onnxruntime execution providers in priority order, comma-separated ('' = from device: cuda -> cuda,cpu; cpu -> cpu); CUDA/TensorRT need onnxruntime-gpu", Check(_check_providers, "'' or comma-separated cpu | cuda | tensorrt | openvino | <Name>ExecutionProvider"), True),
     "image_transport": ParamSpec("raw", "transport of the input images: raw (sensor_msgs/Image on left/image_rect, "

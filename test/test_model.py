@@ -1,6 +1,8 @@
 """StereoNet model: shapes, cost volume vs a slow reference, soft-argmin, gradients."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -129,24 +131,75 @@ def test_config_validation_messages():
         StereoNetConfig.from_dict({"k": 3, "bogus": 1})
 
 
-def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint):
-    """Downscaled inference returns native-resolution disparities (the reference code did not)."""
+@pytest.mark.parametrize("scale,size,mode", [(0.5, (32, 48), "area"), (1.5, (96, 144), "bilinear")],
+                         ids=["down", "up"])
+def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint, scale, size, mode):
+    """Resized inference returns native-resolution disparities (the reference code did not):
+    the network runs on the image resized by s (area when shrinking, bilinear when growing)
+    and its disparities come back divided by s."""
     import numpy as np
     from stereonet_ros.engine import StereoEngine
     full = StereoEngine(str(tiny_checkpoint), input_scale=1.0, precision="fp32")
-    half = StereoEngine(str(tiny_checkpoint), input_scale=0.5, precision="fp32")
-    assert half.max_disparity == pytest.approx(2 * full.max_disparity)
-    # a constant image pair: compare against running the network by hand at half size
+    eng = StereoEngine(str(tiny_checkpoint), input_scale=scale, precision="fp32")
+    # the trained candidates when shrinking (a wider native range), the trained native range
+    # when growing (more candidates)
+    assert eng.max_disparity == pytest.approx(full.max_disparity / min(scale, 1.0))
+    assert eng.candidates == round(full.candidates * max(scale, 1.0))
     img = np.random.default_rng(1).random((64, 96, 3), dtype=np.float32)
-    res = half.infer(img, img, with_confidence=False)
+    res = eng.infer(img, img, with_confidence=False)
+    assert res.disparity.shape == (64, 96)
+    # against running the network by hand at the resized size
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
-    x = torch.nn.functional.interpolate(x, size=(32, 48), mode="area")
-    torch.testing.assert_close(half.prepare(half.to_tensor(img)), (x - 0.5) / 0.25)  # the stage, by hand
+    x = torch.nn.functional.interpolate(x, size=size, mode=mode)
+    torch.testing.assert_close(eng.prepare(eng.to_tensor(img)), (x - 0.5) / 0.25)  # the stage, by hand
     x = (x - 0.5) / 0.25
     with torch.no_grad():
-        d = half.model(x, x, candidates=half.candidates)["disparity"]
-    d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) * 2.0
+        d = eng.model(x, x, candidates=eng.candidates)["disparity"]
+    d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) / scale
     np.testing.assert_allclose(res.disparity, d[0, 0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_operating_point_is_the_engines_default_and_explicit_settings_win(tiny_checkpoint, tmp_path):
+    """A weights file may name the settings it runs best at (input_scale, refiners): the
+    engine's input_scale 0 and refiners -1 take them; explicit values override them; 0 keeps
+    the trained range in native pixels when upsampling. `stereonet-train export` writes them."""
+    import numpy as np
+    from stereonet_ros.checkpoint import OperatingPoint, load_checkpoint
+    from stereonet_ros.engine import StereoEngine
+    from training.cli import main
+    path = tmp_path / "op.pt"
+    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--output", str(path),
+                 "--input-scale", "1.5", "--refiners", "0"]) == 0
+    assert load_checkpoint(path).inference == OperatingPoint(input_scale=1.5, refiners=0)
+    assert load_checkpoint(tiny_checkpoint).inference == OperatingPoint()  # none stored: 1, all
+    default = StereoEngine(str(path), precision="fp32")
+    assert (default.input_scale, default.config.num_refiners) == (1.5, 0)
+    assert default.max_disparity == pytest.approx(64)  # the trained 64 px, now 12 candidates
+    assert default.candidates == 12
+    explicit = StereoEngine(str(path), precision="fp32", input_scale=1.5, refiners=0, max_disparity=64)
+    img = np.random.default_rng(3).random((64, 96, 3), dtype=np.float32)
+    np.testing.assert_array_equal(default.infer(img, img).disparity, explicit.infer(img, img).disparity)
+    native = StereoEngine(str(path), precision="fp32", input_scale=1.0, refiners=1)
+    assert (native.input_scale, native.config.num_refiners, native.candidates) == (1.0, 1, 8)
+    # re-exporting keeps the point unless told otherwise
+    again = tmp_path / "again.pt"
+    assert main(["export", "--checkpoint", str(path), "--output", str(again), "--refiners", "-1"]) == 0
+    assert load_checkpoint(again).inference == OperatingPoint(input_scale=1.5, refiners=-1)
+
+
+@pytest.mark.parametrize("entry,fragment", [
+    ({"input_scale": 3.0, "refiners": -1}, "input_scale must be a number in (0, 2]"),
+    ({"input_scale": 1.0, "refiners": 2}, "refiners must be -1 (all) or 0..1"),
+    ({"input_scale": 1.0, "speed": "max"}, "invalid 'inference' entry"),
+], ids=["scale", "refiners", "unknown_key"])
+def test_checkpoint_with_a_bad_operating_point_is_refused_by_name(tiny_checkpoint, tmp_path, entry, fragment):
+    from stereonet_ros.checkpoint import CheckpointError, load_checkpoint
+    obj = torch.load(str(tiny_checkpoint), weights_only=True)
+    obj["stereonet"]["inference"] = entry
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=re.escape(fragment)) as err:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert "bad.pt" in str(err.value)
 
 
 def test_engine_refiners_knob_keeps_the_first_levels(tiny_checkpoint):

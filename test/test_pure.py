@@ -62,7 +62,7 @@ def test_config_file_matches_parameter_specs_and_validates():
 
 @pytest.mark.parametrize("name,value,fragment", [
     ("device", "gpu", "auto | cpu | cuda"), ("precision", "int8", "must be one of"),
-    ("input_scale", 0.0, "(0, 1]"), ("input_scale", 1.5, "(0, 1]"), ("sync_mode", "fast", "exact"),
+    ("input_scale", -0.5, "[0, 2]"), ("input_scale", 2.5, "[0, 2]"), ("sync_mode", "fast", "exact"),
     ("queue_size", 0, "[1,"), ("cloud_decimation", 2.5, "integer"), ("publish_depth", "yes", "true or false"),
     ("max_depth", float("nan"), "finite"), ("refiners", -2, "[-1,"), ("refiners", 1.0, "integer"), ("nonexistent", 1, "unknown parameter"),
 ])
@@ -149,7 +149,7 @@ def test_help_text_lists_every_parameter_with_type_default_and_valid_values():
     # the valid values, in words, for each kind of check
     assert "valid: 32FC1 | 16UC1" in line["depth_format"]
     assert "valid: integer in [1, 1000]" in line["queue_size"] and "default 10;" in line["queue_size"]
-    assert "valid: number in (0, 1]" in line["input_scale"]
+    assert "valid: number in [0, 2]" in line["input_scale"]
     assert "valid: auto | cpu | cuda | cuda:N" in line["device"]
     assert "valid: true | false" in line["lr_check"] and "default false" in line["lr_check"]
     assert "1073741824" in line["max_image_pixels"]  # not 1.07374e+09
@@ -291,7 +291,7 @@ def test_engine_config_is_the_node_engine_parameters_with_their_flags(tiny_check
     engine = cfg.build()
     assert "input_scale=0.5" in engine.describe() and engine.precision_name == "fp32"
     with pytest.raises(ValueError, match="input_scale"):
-        EngineConfig.from_args(p.parse_args(["--input-scale", "2"]))
+        EngineConfig.from_args(p.parse_args(["--input-scale", "2.5"]))
     only = argparse.ArgumentParser()
     EngineConfig.add_arguments(only, only=("checkpoint",))
     assert EngineConfig.from_args(only.parse_args([])) == EngineConfig()

@@ -56,7 +56,7 @@ def _bad_checkpoints(tiny: Path, d: Path) -> Dict[str, Tuple[Path, str]]:
 
 
 BAD_PARAMS: Dict[str, Tuple[Dict[str, object], str]] = {
-    "input_scale_above_1": ({"input_scale": 2.0}, "parameter 'input_scale' = 2.0 must be a finite number in (0, 1]"),
+    "input_scale_above_2": ({"input_scale": 3.0}, "parameter 'input_scale' = 3.0 must be a finite number in [0, 2]"),
     "unknown_device": ({"device": "tpu"}, "parameter 'device' = 'tpu' must be"),
     "unknown_sync_mode": ({"sync_mode": "nearest"}, "parameter 'sync_mode' = 'nearest' must be one of"),
     "zero_queue": ({"queue_size": 0}, "parameter 'queue_size' = 0"),
@@ -72,7 +72,7 @@ BAD_PARAMS: Dict[str, Tuple[Dict[str, object], str]] = {
 }
 #: The cases also run as a real process (each costs a torch import, so not all of them).
 PROCESS_CASES = ("ckpt_missing", "ckpt_truncated", "ckpt_text_file", "ckpt_wrong_architecture",
-                 "ckpt_wrong_channels", "param_input_scale_above_1", "param_wrong_type", "param_unknown_name")
+                 "ckpt_wrong_channels", "param_input_scale_above_2", "param_wrong_type", "param_unknown_name")
 #: A misspelt key in a params file (a copy of config/stereonet.yaml with one more line).
 TYPO_IN_FILE = ("    max_disparty: 64.0\n", "unknown parameter 'max_disparty': did you mean 'max_disparity'?")
 
@@ -205,7 +205,7 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
         rejected = [
             ([Parameter("checkpoint", value=str(bad))], "cannot be read as a torch file"),
             ([Parameter("checkpoint", value=str(tmp_path / "missing.pt"))], "does not exist"),
-            ([Parameter("input_scale", value=0.0)], "input_scale"),
+            ([Parameter("input_scale", value=-1.0)], "input_scale"),
             ([Parameter("refiners", value=2)], "refiners must be -1 (all) or 0..1 for this model, got 2"),
             ([Parameter("device", value="gpu0")], "device"),
             ([Parameter("queue_size", value="ten")], "must be an integer"),

@@ -6,6 +6,7 @@ Subcommands (LightningCLI conventions)::
     stereonet-train validate --config config/train_synthetic.yaml --ckpt_path model.ckpt
     stereonet-train test     --config config/train_synthetic.yaml --ckpt_path model.ckpt
     stereonet-train export   --checkpoint model.ckpt --output weights.pt [--half] [--onnx m.onnx]
+                             [--input-scale S --refiners N]   (the operating point the node runs it at)
 
 A config YAML has the sections ``seed_everything``, ``trainer`` (``lightning.Trainer``
 arguments; callbacks/loggers as ``{class_path, init_args}``), ``model``
@@ -38,9 +39,14 @@ LINKS = (("model.max_disparity", "data.max_disparity"), ("model.in_channels", "d
 
 def export(checkpoint: str, output: str, half: bool = False, onnx: Optional[str] = None,
            onnx_height: int = 480, onnx_width: int = 640, opset: int = 17,
-           info: Optional[Dict[str, Any]] = None) -> Path:
+           info: Optional[Dict[str, Any]] = None, input_scale: float = 0.0,
+           refiners: Optional[int] = None) -> Path:
     """Write a small weights file (``stereonet_ros.checkpoint.save_weights``) and optionally
     an ONNX graph of the same network.
+
+    ``input_scale`` (> 0) and ``refiners`` (not None) set the file's operating point, the
+    settings the node runs it at by default (``checkpoint.OperatingPoint``: choose them from
+    ``training.measure`` and the bench); otherwise the source's is kept.
 
     The ONNX graph (``stereonet_ros.backends.onnx_export``, the exporter the engine's
     onnxruntime backend uses) takes *normalised* ``left``/``right`` (B, C, H, W) (normalisation
@@ -48,13 +54,16 @@ def export(checkpoint: str, output: str, half: bool = False, onnx: Optional[str]
     pixels; H and W are exported as dynamic but must stay multiples of 2^k.
     """
     from stereonet_ros.backends.onnx_export import OnnxExportError, export_onnx
-    from stereonet_ros.checkpoint import load_checkpoint, save_weights
+    from stereonet_ros.checkpoint import OperatingPoint, load_checkpoint, save_weights
 
     loaded = load_checkpoint(checkpoint)
     meta_info = dict(loaded.info)
     meta_info.setdefault("exported_from", os.path.basename(str(checkpoint)))
     meta_info.update(info or {})
-    path = save_weights(output, loaded.model, loaded.normalization, meta_info, half=half)
+    point = OperatingPoint(input_scale=float(input_scale) if input_scale else loaded.inference.input_scale,
+                           refiners=int(refiners) if refiners is not None else loaded.inference.refiners)
+    path = save_weights(output, loaded.model, loaded.normalization, meta_info, half=half,
+                        inference=point if point != OperatingPoint() else None)
     if onnx:
         try:
             export_onnx(loaded.model, onnx, onnx_height, onnx_width, outputs=("disparity",),
@@ -76,10 +85,16 @@ def _export_main(argv: Sequence[str]) -> int:
     p.add_argument("--onnx", default=None, help="also write an ONNX graph here")
     p.add_argument("--onnx-size", default="480x640", help="ONNX sample input HxW (default 480x640)")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--input-scale", type=float, default=0.0,
+                   help="operating point: the node's default input_scale for these weights "
+                        "(0 = keep the source's; none = 1)")
+    p.add_argument("--refiners", type=int, default=None,
+                   help="operating point: the node's default refiners for these weights "
+                        "(-1 = all; default: keep the source's)")
     a = p.parse_args(list(argv))
     h, w = (int(v) for v in a.onnx_size.lower().split("x"))
     out = export(a.checkpoint, a.output, half=a.half, onnx=a.onnx, onnx_height=h, onnx_width=w,
-                 opset=a.opset)
+                 opset=a.opset, input_scale=a.input_scale, refiners=a.refiners)
     size_kb = out.stat().st_size / 1024
     print(f"wrote {out} ({size_kb:.0f} KiB){' and ' + a.onnx if a.onnx else ''}")
     return 0

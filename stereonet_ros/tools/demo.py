@@ -250,8 +250,8 @@ class DemoOptions:
     out: Path = Path("out/demo")
     spec: SceneSpec = field(default_factory=SceneSpec)
     rate: float = 0.2              # replay speed: 10 fps recording -> 2 pairs/s
-    input_scale: float = 1.0
-    refiners: int = -1             # the node's 'refiners' (-1 = all): its default configuration
+    input_scale: float = 0.0       # the node's 'input_scale' (0 = the checkpoint's operating point)
+    refiners: int = -1             # the node's 'refiners' (-1 = the checkpoint's): its default configuration
     node_max_disparity: float = 0.0  # native px searched by the node (0 = the checkpoint's 192 px)
     num_threads: int = 0
     params_file: Optional[Path] = None
@@ -399,8 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=s.seed)
     p.add_argument("--storage", default=s.storage, choices=bag.STORAGES)
     p.add_argument("--rate", type=float, default=d.rate, help="replay speed factor")
-    p.add_argument("--input-scale", type=float, default=d.input_scale)
-    p.add_argument("--refiners", type=int, default=d.refiners, help="the node's refiners parameter (-1 = all)")
+    p.add_argument("--input-scale", type=float, default=d.input_scale,
+                   help="the node's input_scale parameter (0 = the checkpoint's operating point)")
+    p.add_argument("--refiners", type=int, default=d.refiners,
+                   help="the node's refiners parameter (-1 = the checkpoint's operating point)")
     p.add_argument("--node-max-disparity", type=float, default=d.node_max_disparity,
                    help="the node's max_disparity parameter, native px (0 = the checkpoint's range)")
     p.add_argument("--num-threads", type=int, default=d.num_threads)

@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES), help="WxH,WxH,...")
     p.add_argument("--iters", type=int, default=0, help="timed iterations (0 = 2 on CPU, 100 on CUDA)")
     p.add_argument("--warmup", type=int, default=-1, help="untimed iterations (-1 = 1 on CPU, 20 on CUDA)")
-    p.add_argument("--input-scale", type=float, nargs="+", default=[1.0, 0.5],
-                   help="first = base setting, others = knob values to cost")
+    p.add_argument("--input-scale", type=float, nargs="+", default=[0.0, 1.0, 0.5],
+                   help="first = base setting (0 = the checkpoint's operating point, the node's "
+                        "default), others = knob values to cost")
     p.add_argument("--max-disparity", type=float, nargs="+", default=[0.0, 96.0],
                    help="native px (0 = checkpoint's); first = base, others = knob values")
     p.add_argument("--refiners", type=int, nargs="+", default=None,
@@ -115,11 +116,13 @@ def _main(args: argparse.Namespace) -> int:
                       micro_parts=tuple(x.strip() for x in args.micro_parts.split(",") if x.strip()),
                       stream_seconds=args.stream_seconds)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    # Refiner defaults depend on the checkpoint: all of them, then 1 and 0.
+    # Refiner defaults depend on the checkpoint: its operating point (the node's default),
+    # then each other count of all, 1 and 0.
     probe, _ = load_or_random(args.checkpoint) if args.refiners is None else (None, "")
     if args.refiners is None:
         k = probe.config.num_refiners
-        cfg.refiners = [k] + [n for n in (1, 0) if n < k]
+        base = k if probe.inference.refiners == -1 else probe.inference.refiners
+        cfg.refiners = [-1] + [n for n in dict.fromkeys((k, 1, 0)) if n != base and n <= k]
     else:
         cfg.refiners = list(args.refiners)
     report = Bench(cfg, log).run()

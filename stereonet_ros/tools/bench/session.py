@@ -67,7 +67,7 @@ class Bench:
         self.ckpt, self.note = load_or_random(cfg.checkpoint)
         if self.note:
             log("\n" + "!" * 100 + "\n" + self.note + "\n" + "!" * 100 + "\n")
-        # refiners kept in every section but the knobs table (-1 = all the checkpoint's)
+        # refiners kept in every section but the knobs table (-1 = the checkpoint's operating point)
         self.refiners = -1 if cfg.refiners[0] is None else int(cfg.refiners[0])
         self.device = resolve_device(cfg.device)
         self.sync = synchronizer(self.device)
