@@ -13,7 +13,8 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["--checkpoint", str(tiny_checkpoint), "--sizes", "64x48", "--iters", "1",
                        "--warmup", "0", "--node-frames", "1", "--max-disparity", "0", "32",
-                       "--input-scale", "1", "0.5", "--refiners", "1", "0", "--micro", "--stream-seconds", "1.5",
+                       "--input-scale", "1", "0.5", "--refiners", "1", "0", "--settings", "1.5:all",
+                       "--micro", "--stream-seconds", "1.5",
                        "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -42,7 +43,11 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
         assert row["frames"] >= 5 and row["period_ms"] > 0 and row["period_over_sgbm"] > 0, row
         assert row["stages_ms"]["model"] > 0 and row["stages_ms"]["handoff"] >= 0
     knobs = {(k["knob"], str(k["value"])) for k in report["knobs"]}
-    assert knobs == {("base", ""), ("input_scale", "0.5"), ("max_disparity", "32.0"), ("refiners", "0")}
+    # 'all' is the tiny model's one refiner; each row is timed against SGBM in the same rounds
+    assert knobs == {("base", ""), ("input_scale", "0.5"), ("max_disparity", "32.0"), ("refiners", "0"),
+                     ("setting", "1.5:1")}
+    setting = next(k for k in report["knobs"] if k["knob"] == "setting")
+    assert (setting["input_scale"], setting["refiners"]) == (1.5, 1) and setting["ratio_vs_sgbm"] > 0
     micro = report["micro"]
     assert micro["cost_volume"][0]["max_abs_diff"] < 1e-5  # the loop reference agrees
     assert "channels_last" in micro and "threads" in micro and "fold_bn" in micro

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-frames", type=int, default=0, help="frames through the node (0 = 5 CPU, 50 CUDA)")
     p.add_argument("--stream-seconds", type=float, default=10.0,
                    help="seconds measured per stream row (after 3 s of warm-up)")
+    p.add_argument("--settings", type=parse_settings, default=parse_settings("1:all,1:1,1.25:1,1.25:all"),
+                   help="input_scale:refiners combinations the knobs section also times ('all' = every "
+                        "refiner; '' = none)")
     p.add_argument("--knob-size", type=parse_sizes, default=None, help="size for the knobs (default: first size)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help="subset of " + ",".join(SECTIONS) + " ('none' with --micro: only the micro benchmarks)")
@@ -96,6 +99,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                 os.environ[k] = v
 
 
+def parse_settings(text: str) -> List[Tuple[float, Optional[int]]]:
+    """'1.25:1,1:all' -> [(1.25, 1), (1.0, None)] (None = every refiner of the checkpoint)."""
+    out: List[Tuple[float, Optional[int]]] = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        try:
+            scale, refiners = item.split(":")
+            out.append((float(scale), None if refiners.strip() == "all" else int(refiners)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"setting {item!r} is not input_scale:refiners "
+                                             "(e.g. 1.25:1 or 1:all)") from None
+    return out
+
+
 def _main(args: argparse.Namespace) -> int:
     """The run for parsed options: the tables on stdout, the report to ``--json``; exit code."""
     device = resolve_device(args.device)
@@ -116,11 +132,13 @@ def _main(args: argparse.Namespace) -> int:
                       micro_parts=tuple(x.strip() for x in args.micro_parts.split(",") if x.strip()),
                       stream_seconds=args.stream_seconds)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    probe, _ = load_or_random(args.checkpoint)
+    k = probe.config.num_refiners
+    # 'all' is the checkpoint's count; a count it lacks is its count (a 1-refiner model's 1:2 is 1:1)
+    cfg.settings = list(dict.fromkeys((s, k if n is None else min(n, k)) for s, n in args.settings))
     # Refiner defaults depend on the checkpoint: its operating point (the node's default),
     # then each other count of all, 1 and 0.
-    probe, _ = load_or_random(args.checkpoint) if args.refiners is None else (None, "")
     if args.refiners is None:
-        k = probe.config.num_refiners
         base = k if probe.inference.refiners == -1 else probe.inference.refiners
         cfg.refiners = [-1] + [n for n in dict.fromkeys((k, 1, 0)) if n != base and n <= k]
     else:

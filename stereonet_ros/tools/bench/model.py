@@ -1,5 +1,6 @@
 """The model, memory and knobs sections: the network forward per size and precision, the
-host and GPU peak memory meanwhile, and the full ``engine.infer`` cost of each knob."""
+host and GPU peak memory meanwhile, and the full ``engine.infer`` cost of each knob and
+setting."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
@@ -85,30 +86,48 @@ def run_model(bench: Bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]
 
 
 def run_knobs(bench: Bench) -> List[Dict[str, Any]]:
-    """Full ``engine.infer`` timings (ms) at the knob size: the base setting, then each knob
-    value alone (input_scale, max_disparity px, refiners), with the ratio to the base."""
+    """Full ``engine.infer`` timings (ms) at the knob size: the base setting, each knob value
+    alone (input_scale, max_disparity px, refiners), then each combined ``input_scale:refiners``
+    setting, with the ratios to the base and to SGBM on the same pair.
+
+    Interleaved: every round times each variant once, and SGBM, so that this machine's drift
+    (its load moves timings by tens of % within minutes) hits every row alike."""
+    from ..baseline import make_sgbm, num_disparities_for, to_grey_u8
     c = bench.cfg
     size = c.knob_size
     frames = bench.frames.get(size) or make_frames(*size)
-    lf, rf = (f.astype(np.float32) / 255.0 for f in frames)
     variants: List[Tuple[str, Any, Dict[str, Any]]] = [("base", "", {})]
     variants += [("input_scale", s, {"input_scale": s}) for s in c.input_scales[1:]]
     variants += [("max_disparity", d, {"max_disparity": d}) for d in c.max_disparities[1:]]
     variants += [("refiners", n, {"refiners": n}) for n in c.refiners[1:]]
-    rows: List[Dict[str, Any]] = []
-    base_ms = None
-    # One warm-up per knob even on the CPU: a new cost-volume depth or input size needs
+    variants += [("setting", f"{s:g}:{n}", {"input_scale": s, "refiners": n}) for s, n in c.settings]
+    engines = [bench.engine(**kw) for _, _, kw in variants]
+    base_engine = engines[0]
+    sgbm = make_sgbm(num_disparities_for(base_engine.max_disparity, size[0]))
+    grey = [to_grey_u8(f) for f in frames]
+    # One warm-up per engine even on the CPU: a new cost-volume depth or input size needs
     # new oneDNN primitives, and that first call measured up to 2x a steady frame.
     cpu = bench.device.type == "cpu"
     iters, warmup = (max(1, c.iters - 1), max(1, c.warmup)) if cpu else (c.iters, c.warmup)
-    for name, value, kw in variants:
-        eng = bench.engine(**kw)
-        ms = time_calls(lambda: eng.infer(lf, rf, with_confidence=True), iters, warmup, bench.sync)
-        s = summarize(ms)
-        base_ms = s["mean_ms"] if base_ms is None else base_ms
+    calls = [(lambda e=e: e.infer(*frames, with_confidence=True)) for e in engines]
+    for call in calls:
+        time_calls(call, 0, warmup, bench.sync)
+    ms: List[List[float]] = [[] for _ in calls]
+    sgbm_ms: List[float] = []
+    for _ in range(iters):
+        for call, out in zip(calls, ms):
+            out += time_calls(call, 1, 0, bench.sync)
+        sgbm_ms += time_calls(lambda: sgbm.compute(*grey), 1, 0, lambda: None)
+    base_ms = summarize(ms[0])["mean_ms"]
+    sgbm_mean = summarize(sgbm_ms)["mean_ms"]
+    rows: List[Dict[str, Any]] = []
+    for (name, value, _), eng, t in zip(variants, engines, ms):
+        s = summarize(t)
         rows.append({"knob": name, "value": value, "size": f"{size[0]}x{size[1]}",
                      "precision": eng.precision_name, "input_scale": eng.input_scale,
                      "max_disparity_px": eng.max_disparity, "candidates": eng.candidates,
-                     "refiners": eng.config.num_refiners, **s, "ratio_vs_base": s["mean_ms"] / base_ms})
-        bench.log(f"  knob {name}={value}: {s['mean_ms']:.1f} ms ({s['mean_ms'] / base_ms:.2f}x base)")
+                     "refiners": eng.config.num_refiners, **s, "ratio_vs_base": s["mean_ms"] / base_ms,
+                     "sgbm_mean_ms": sgbm_mean, "ratio_vs_sgbm": s["mean_ms"] / sgbm_mean})
+        bench.log(f"  knob {name}={value}: {s['mean_ms']:.1f} ms ({s['mean_ms'] / base_ms:.2f}x base, "
+                  f"{s['mean_ms'] / sgbm_mean:.2f}x SGBM)")
     return rows

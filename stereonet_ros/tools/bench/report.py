@@ -67,10 +67,13 @@ def format_report(r: Dict[str, Any]) -> str:
                   f"{x['stereobm_mean_ms']:7.1f} {fmt(x['ratio_model_over_sgbm']):>15} {fmt(x['ratio_best_precision_over_sgbm']):>15}"
                   for x in r["sgbm"]]
     if r.get("knobs"):
-        lines += ["", "Knobs (full engine.infer, one varied at a time)",
-                  f"{'knob':>14} {'value':>6} {'size':>10} {'cands':>5} {'refs':>4} {'mean ms':>9} {'x base':>7}"]
-        lines += [f"{x['knob']:>14} {str(x['value']):>6} {x['size']:>10} {x['candidates']:5d} {x['refiners']:4d} "
-                  f"{x['mean_ms']:9.1f} {x['ratio_vs_base']:7.2f}" for x in r["knobs"]]
+        lines += ["", "Knobs (full engine.infer, one varied at a time, then input_scale:refiners settings; "
+                  "interleaved rounds, SGBM in the same rounds)",
+                  f"{'knob':>14} {'value':>7} {'size':>10} {'scale':>5} {'cands':>5} {'refs':>4} {'mean ms':>9} "
+                  f"{'x base':>7} {'x SGBM':>7}"]
+        lines += [f"{x['knob']:>14} {str(x['value']):>7} {x['size']:>10} {x['input_scale']:5g} {x['candidates']:5d} "
+                  f"{x['refiners']:4d} {x['mean_ms']:9.1f} {x['ratio_vs_base']:7.2f} {x['ratio_vs_sgbm']:7.2f}"
+                  for x in r["knobs"]]
     mi = r.get("micro")
     if mi:
         lines += ["", "Micro (interleaved A/B, speed-up = A / B)"]

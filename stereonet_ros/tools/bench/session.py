@@ -43,6 +43,8 @@ class BenchConfig:
     compile_timeout: float = 900.0  # seconds
     micro_parts: Tuple[str, ...] = MICRO_PARTS
     stream_seconds: float = 10.0    # measured per stream row, after a few seconds' warm-up
+    #: (input_scale, refiners) combinations the knobs section also times
+    settings: List[Tuple[float, int]] = dataclasses.field(default_factory=list)
 
 
 def cpu_model() -> str:
