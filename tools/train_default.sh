@@ -28,7 +28,10 @@ for n in 1 2 3 4 5 6 7 8; do
   $py -m training.cli fit "${cfg[@]}" "${extra[@]}"
   if [ "$n" -lt 8 ]; then mv runs/default "runs/default_stage$n"; fi
 done
-$py -m training.cli export --checkpoint runs/default/checkpoints/final.ckpt --output runs/default/stereonet_default.pt
+# The operating point the node runs the weights at (model card, "Operating point": chosen on the
+# validation pairs from training.measure --input-scale/--refiners and the bench).
+$py -m training.cli export --checkpoint runs/default/checkpoints/final.ckpt --output runs/default/stereonet_default.pt \
+    --input-scale 1.25 --refiners 1
 $py -m training.measure --checkpoint runs/default/stereonet_default.pt --num-threads 1 \
     --figures runs/default/figures --json runs/default/measure.json
 echo "[train-default] weights: runs/default/stereonet_default.pt (copy to stereonet_ros/weights/ to ship)"
