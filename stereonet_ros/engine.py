@@ -158,8 +158,8 @@ class StereoEngine:
                  input_size: Optional[Tuple[int, int]] = None) -> None:
         from .backends import BACKENDS
         if not (0.0 <= float(input_scale) <= MAX_INPUT_SCALE) or not math.isfinite(float(input_scale)):
-            raise EngineConfigError(f"input_scale must be in (0, {MAX_INPUT_SCALE:g}] "
-                                    f"(0 = the checkpoint's), got {input_scale}")
+            raise EngineConfigError(f"input_scale must be 0 (the checkpoint's operating point) or a "
+                                    f"number in (0, {MAX_INPUT_SCALE:g}], got {input_scale}")
         self.backend = (backend or "torch").strip().lower()
         if self.backend not in BACKENDS:
             raise EngineConfigError(f"backend '{backend}' is not one of {' | '.join(BACKENDS)}")
@@ -196,7 +196,9 @@ class StereoEngine:
             try:
                 keep_refiners(model, int(refiners))
             except ValueError as exc:
-                raise EngineConfigError(f"{exc} (checkpoint '{self.ckpt.path}')") from exc
+                raise EngineConfigError(f"refiners must be -1 (the checkpoint's operating point) or "
+                                        f"0..{self.config.num_refiners}, got {refiners} "
+                                        f"(checkpoint '{self.ckpt.path}')") from exc
         self.config = model.config
         self._ort = None
         if self.backend == "onnxruntime":

@@ -360,7 +360,7 @@ def keep_refiners(model: StereoNet, n: int) -> StereoNet:
     """
     have = len(model.refiners)
     if not 0 <= n <= have:
-        raise ValueError(f"refiners must be -1 (all) or 0..{have} for this model, got {n}")
+        raise ValueError(f"this model has {have} refiners, so 0..{have} can be kept, got {n}")
     model.refiners = nn.ModuleList(list(model.refiners)[:n])
     model.config = replace(model.config, refinement_levels=n)
     return model

@@ -72,8 +72,8 @@ def _num(x: float) -> str:
 
 #: Largest ``input_scale``. Upsampling gives the network more pixels per disparity step: its
 #: error stays about constant in network pixels, so in native pixels it shrinks by about 1/s,
-#: at s^2 the cost (model card: 1.5 lowered bad-1 on every indoor and outdoor validation pair).
-#: Beyond 2 the images hold no more detail to find.
+#: at s^2 the cost (model card: with both refiners, 1.25 and 1.5 lowered bad-1 in every
+#: validation family). Beyond 2 the images hold no more detail to find.
 MAX_INPUT_SCALE = 2.0
 
 

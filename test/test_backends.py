@@ -126,7 +126,7 @@ def test_training_cli_export_uses_the_package_exporter(tmp_path, tiny_checkpoint
 
 
 # ----- onnxruntime engine vs torch engine -----------------------------------------------------
-@pytest.mark.parametrize("size,scale", [((64, 128), 1.0), ((61, 125), 1.0), ((122, 250), 0.5)])
+@pytest.mark.parametrize("size,scale", [((64, 128), 1.0), ((61, 125), 1.0), ((122, 250), 0.5), ((64, 128), 1.5)])
 def test_onnxruntime_engine_matches_torch_on_tiny_checkpoint(tiny_checkpoint, size, scale):
     left, right = shifted_pair(*size, disparity=10, seed=3)
     t, o = _engines(tiny_checkpoint, input_scale=scale)

@@ -219,7 +219,7 @@ def test_engine_refiners_knob_keeps_the_first_levels(tiny_checkpoint):
         ref = full.model.upsample_level(pyr[0], 0, (64, 96))
     np.testing.assert_allclose(got, ref[0, 0].numpy(), rtol=1e-4, atol=1e-4)
     assert not np.allclose(got, full.infer(left, right, with_confidence=False).disparity, atol=1e-3)
-    with pytest.raises(EngineConfigError, match=r"0\.\.1 for this model, got 2"):
+    with pytest.raises(EngineConfigError, match=r"-1 \(the checkpoint.s operating point\) or 0\.\.1, got 2"):
         StereoEngine(str(tiny_checkpoint), refiners=2)
 
 

@@ -206,7 +206,7 @@ def test_runtime_bad_values_are_rejected_and_output_continues(ros, tmp_path, tin
             ([Parameter("checkpoint", value=str(bad))], "cannot be read as a torch file"),
             ([Parameter("checkpoint", value=str(tmp_path / "missing.pt"))], "does not exist"),
             ([Parameter("input_scale", value=-1.0)], "input_scale"),
-            ([Parameter("refiners", value=2)], "refiners must be -1 (all) or 0..1 for this model, got 2"),
+            ([Parameter("refiners", value=2)], "refiners must be -1 (the checkpoint's operating point) or 0..1, got 2"),
             ([Parameter("device", value="gpu0")], "device"),
             ([Parameter("queue_size", value="ten")], "must be an integer"),
             ([Parameter("max_depth", value=1.0), Parameter("min_depth", value=2.0)],

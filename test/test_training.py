@@ -189,4 +189,5 @@ def test_measure_knobs_score_each_node_setting_through_the_engine(tiny_checkpoin
             assert m["density"] == 100.0 and 0.0 <= m["epe"] < 64.0
         assert r["motorcycle_ms"] > 0
     # different settings give different disparities (the knob reached the network)
-    assert by["refiners=0"]["motorcycle"]["epe"] != by["base"]["motorcycle"]["epe"]
+    assert by["refiners=0"]["motorcycle"]["epe"] != by["operating point"]["motorcycle"]["epe"]
+    assert "input_scale=1," in by["input_scale=1,refiners=all"]["engine"] and "refiners=1" in by["input_scale=1,refiners=all"]["engine"]

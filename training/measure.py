@@ -213,10 +213,13 @@ def motorcycle(engine: StereoEngine, sgbm_mode: str = "gt") -> Dict[str, Dict[st
     return m
 
 
-#: Node parameter settings measured by ``--knobs`` (name, StereoEngine keyword arguments).
+#: Node parameter settings measured by ``--knobs`` (name, StereoEngine keyword arguments):
+#: the checkpoint's operating point (the node's default), native size with every refiner
+#: ("all" = the checkpoint's count), then one knob at a time from the operating point.
 KNOBS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
-    ("base", {}), ("input_scale=0.5", {"input_scale": 0.5}), ("refiners=1", {"refiners": 1}),
-    ("refiners=0", {"refiners": 0}), ("max_disparity=64", {"max_disparity": 64.0}))
+    ("operating point", {}), ("input_scale=1,refiners=all", {"input_scale": 1.0, "refiners": "all"}),
+    ("input_scale=0.5", {"input_scale": 0.5}), ("refiners=0", {"refiners": 0}),
+    ("max_disparity=64", {"max_disparity": 64.0}))
 
 
 def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tuple[int, int],
@@ -236,6 +239,7 @@ def knob_costs(ck: LoadedCheckpoint, n_synthetic: int, seed_base: int, size: Tup
     gt = gt.astype(np.float32)
     rows = []
     for name, kw in KNOBS:
+        kw = {k: (ck.config.num_refiners if v == "all" else v) for k, v in kw.items()}
         eng = StereoEngine(loaded=ck, device="cpu", precision="fp32", **kw)
         syn = [disparity_metrics(predict(eng, sc["left"], sc["right"]), sc["disp"], max_disparity=maxd)
                for sc in scenes]
@@ -361,11 +365,11 @@ def main(argv: Optional[list] = None) -> int:
     if a.knobs:
         res["knobs"] = knob_costs(ck, a.knob_scenes, a.synthetic_seed_base, (h, w))
         print(f"\nknobs through the node's engine (fp32; synthetic {a.knob_scenes} scenes {h}x{w}; motorcycle):")
-        print(f"{'knob':<18}{'syn EPE':>9}{'syn D1':>9}{'moto EPE':>9}{'moto D1':>9}{'moto bad2':>10}{'ms':>8}{'x base':>8}")
+        print(f"{'knob':<28}{'syn EPE':>9}{'syn D1':>9}{'moto EPE':>9}{'moto D1':>9}{'moto bad2':>10}{'ms':>8}{'x base':>8}")
         base_ms = res["knobs"][0]["motorcycle_ms"]
         for r in res["knobs"]:
             sy, mo = r["synthetic"], r["motorcycle"]
-            print(f"{r['knob']:<18}{sy.get('epe', float('nan')):>9.2f}{sy.get('d1', float('nan')):>9.1f}"
+            print(f"{r['knob']:<28}{sy.get('epe', float('nan')):>9.2f}{sy.get('d1', float('nan')):>9.1f}"
                   f"{mo['epe']:>9.2f}{mo['d1']:>9.1f}{mo['bad2']:>10.1f}{r['motorcycle_ms']:>8.0f}"
                   f"{r['motorcycle_ms'] / base_ms:>8.2f}")
     print("(EPE px; D1, bad-N, density %; 'published' counts the node's invalid pixels, and SGBM's holes, as errors)")

@@ -20,8 +20,8 @@ private network namespace (``unshare -n``) with shared-memory/large-data transpo
 runs as root and ``unshare`` works; otherwise it sets the transport on the loopback and warns.
 
 The defaults fit an idle 2-core CPU in ~1-2 minutes: 60 frames of 640x480 (disparities
-< 96 px; a ~250 MB cached bag), the node with its default configuration (the whole model,
-the checkpoint's full range: a shorter search or fewer refiners costs accuracy, see the model
+< 96 px; a ~250 MB cached bag), the node with its default configuration (the checkpoint's
+operating point and full range: a shorter search or fewer refiners costs accuracy, see the model
 card; bf16 where the CPU has it), the bag played at 2 frames/s. A node slower than that (a busy CPU) drops frames, and the drops
 are reported; ``--width 320 --height 240
 --max-disparity 48 --node-max-disparity 64`` is 4x lighter.
@@ -277,7 +277,8 @@ def default_params_file() -> Path:
 def checkpoint_info(path: str) -> Dict[str, Any]:
     from ..checkpoint import load_checkpoint
     ck = load_checkpoint(path or None)
-    return {"path": str(ck.path), "info": dict(ck.info), "random_weights": ck.random_weights}
+    return {"path": str(ck.path), "info": dict(ck.info), "random_weights": ck.random_weights,
+            "refiners": ck.config.num_refiners, "operating_point": ck.inference.to_dict()}
 
 
 def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
@@ -337,8 +338,11 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         "checkpoint": ck["path"], "checkpoint_info": ck["info"], "random_weights": random_weights,
         "transport": transport, "node_command": cmd, "node_stop": stop,
         "bag": {"path": str(bag_path), "reused_from_cache": reused, "generate_s": gen_s, **asdict(o.spec)},
-        "replay_rate": o.rate, "input_pair_rate_hz": o.spec.fps * o.rate, "input_scale": o.input_scale,
-        "refiners": o.refiners,
+        "replay_rate": o.rate, "input_pair_rate_hz": o.spec.fps * o.rate,
+        # what the node ran: 0 / -1 resolve to the checkpoint's operating point
+        "input_scale": o.input_scale or ck["operating_point"]["input_scale"],
+        "refiners": (o.refiners if o.refiners != -1 else
+                     ck["operating_point"]["refiners"] if ck["operating_point"]["refiners"] != -1 else ck["refiners"]),
         "node_max_disparity": o.node_max_disparity,
         "node_env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "node_startup_s": startup_s, "figures": figures, **live,

@@ -19,7 +19,9 @@ Sections of the report (table on stdout, everything in ``--json``):
 - ``sgbm``: OpenCV StereoSGBM on the same frames, the classical reference; ``ratio`` is
   StereoNet model time / SGBM time measured in the same run.
 - ``knobs``: full ``engine.infer`` cost of input_scale, max_disparity and the number of
-  refinement levels, each varied alone from the base setting (ratio to the base).
+  refinement levels, each varied alone from the base setting, then of each combined
+  ``--settings`` input_scale:refiners row; interleaved round by round with SGBM on the same
+  pair (ratios to the base and to SGBM). uint8 frames, as the node feeds them.
 - ``micro`` (``--micro``): cost volume vectorised vs a Python loop over disparities,
   channels_last vs contiguous, conv-BN folding, CPU threads 1 vs 2 with a ROS executor busy.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ...engine import resolve_device
+from ...params import MAX_INPUT_SCALE
 from .inputs import load_or_random
 from .micro import MICRO_PARTS
 from .report import format_report
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-disparity", type=float, nargs="+", default=[0.0, 96.0],
                    help="native px (0 = checkpoint's); first = base, others = knob values")
     p.add_argument("--refiners", type=int, nargs="+", default=None,
-                   help="refinement levels kept; first = base, others = knob values (default: all, 1, 0)")
+                   help="refinement levels kept; first = base, others = knob values (default: -1 = the checkpoint's "
+                        "operating point, then each other count of all, 1 and 0)")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--node-frames", type=int, default=0, help="frames through the node (0 = 5 CPU, 50 CUDA)")
     p.add_argument("--stream-seconds", type=float, default=10.0,
@@ -105,10 +107,14 @@ def parse_settings(text: str) -> List[Tuple[float, Optional[int]]]:
     for item in (t.strip() for t in text.split(",") if t.strip()):
         try:
             scale, refiners = item.split(":")
-            out.append((float(scale), None if refiners.strip() == "all" else int(refiners)))
+            s, n = float(scale), None if refiners.strip() == "all" else int(refiners)
         except ValueError:
             raise argparse.ArgumentTypeError(f"setting {item!r} is not input_scale:refiners "
                                              "(e.g. 1.25:1 or 1:all)") from None
+        if not 0 <= s <= MAX_INPUT_SCALE or (n is not None and n < -1):
+            raise argparse.ArgumentTypeError(f"setting {item!r}: input_scale must be in [0, {MAX_INPUT_SCALE:g}] "
+                                             "and refiners -1, 'all' or a count")
+        out.append((s, n))
     return out
 
 
