@@ -62,6 +62,20 @@ class OperatingPoint:
     def to_dict(self) -> Dict[str, Any]:
         return {"input_scale": float(self.input_scale), "refiners": int(self.refiners)}
 
+    def resolve(self, input_scale: float = 0.0, refiners: int = -1) -> "OperatingPoint":
+        """The settings an engine runs: explicit values (``input_scale`` > 0, ``refiners`` other
+        than -1) win, the node's defaults 0 and -1 take this point's."""
+        return OperatingPoint(input_scale=float(input_scale) if input_scale else self.input_scale,
+                              refiners=self.refiners if int(refiners) == -1 else int(refiners))
+
+    def refiners_of(self, total: int) -> int:
+        """The number of refiners these settings keep of a model that has ``total``."""
+        return total if self.refiners == -1 else self.refiners
+
+
+class OperatingPointError(ValueError):
+    """An operating point a model cannot run (a scale out of range, refiners it lacks)."""
+
 
 @dataclass
 class LoadedCheckpoint:
@@ -97,7 +111,7 @@ def save_weights(path: Union[str, Path], model: StereoNet, normalization: Normal
     if inference is not None:
         problem = operating_point_problem(inference, model.config)
         if problem:
-            raise ValueError(f"operating point {inference.to_dict()}: {problem}")
+            raise OperatingPointError(f"operating point {inference.to_dict()}: {problem}")
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
     path = Path(path)

@@ -176,10 +176,8 @@ class StereoEngine:
             torch.set_num_threads(self.num_threads)
         self.ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
         self.config = self.ckpt.config
-        point = self.ckpt.inference
-        self.input_scale = float(input_scale) if input_scale else float(point.input_scale)
-        if int(refiners) == -1:
-            refiners = point.refiners
+        run = self.ckpt.inference.resolve(input_scale, refiners)
+        self.input_scale, refiners = float(run.input_scale), run.refiners
         step = 2 ** self.config.k
         if max_disparity and max_disparity < 0:
             raise EngineConfigError(f"max_disparity must be >= 0, got {max_disparity}")

@@ -47,7 +47,8 @@ def export(checkpoint: str, output: str, half: bool = False, onnx: Optional[str]
     ``input_scale`` (> 0) and ``refiners`` (not None) set the file's operating point, the
     settings the node runs it at by default (``checkpoint.OperatingPoint``: choose them from
     ``training.measure`` and the bench); otherwise the source's is kept (a Lightning ``.ckpt``
-    has none: native size, all refiners). A refiner count the model lacks is a ValueError. The
+    has none: native size, all refiners). An operating point the model cannot run is a
+    ``checkpoint.OperatingPointError`` (nothing is written). The
     ONNX graph is the whole network at the trained candidates, whatever the operating point
     (the engine's onnxruntime backend builds its own graph for the settings it runs).
 
@@ -96,18 +97,12 @@ def _export_main(argv: Sequence[str]) -> int:
                         "(-1 = all; default: keep the source's)")
     a = p.parse_args(list(argv))
     h, w = (int(v) for v in a.onnx_size.lower().split("x"))
-    from stereonet_ros.params import MAX_INPUT_SCALE
-    if not 0 <= a.input_scale <= MAX_INPUT_SCALE:
-        p.error(f"--input-scale must be 0 (keep) or in (0, {MAX_INPUT_SCALE:g}], got {a.input_scale:g}")
-    if a.refiners is not None and a.refiners < -1:
-        p.error(f"--refiners must be -1 (all) or a count of the model's refiners, got {a.refiners}")
+    from stereonet_ros.checkpoint import OperatingPointError
     try:
         out = export(a.checkpoint, a.output, half=a.half, onnx=a.onnx, onnx_height=h, onnx_width=w,
                      opset=a.opset, input_scale=a.input_scale, refiners=a.refiners)
-    except ValueError as exc:
-        if not str(exc).startswith("operating point"):
-            raise
-        p.error(str(exc))  # a refiner count this model lacks: a usage error, not a traceback
+    except OperatingPointError as exc:  # a scale out of range, refiners the model lacks
+        p.error(str(exc))
     size_kb = out.stat().st_size / 1024
     print(f"wrote {out} ({size_kb:.0f} KiB){' and ' + a.onnx if a.onnx else ''}")
     return 0

@@ -278,7 +278,7 @@ def checkpoint_info(path: str) -> Dict[str, Any]:
     from ..checkpoint import load_checkpoint
     ck = load_checkpoint(path or None)
     return {"path": str(ck.path), "info": dict(ck.info), "random_weights": ck.random_weights,
-            "refiners": ck.config.num_refiners, "operating_point": ck.inference.to_dict()}
+            "refiners": ck.config.num_refiners, "operating_point": ck.inference}
 
 
 def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
@@ -288,6 +288,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
     from .replay import BagPlayer, OutputRecorder, Spinner, live_report, load_gt
     o.out.mkdir(parents=True, exist_ok=True)
     ck = checkpoint_info(o.checkpoint)
+    run = ck["operating_point"].resolve(o.input_scale, o.refiners)  # the settings the node resolves
     random_weights = ck["random_weights"]
     if random_weights:
         banner("THE CHECKPOINT HOLDS RANDOM WEIGHTS: the node runs, but its disparities are meaningless")
@@ -340,9 +341,7 @@ def run_demo(o: DemoOptions, transport: str = "") -> Dict[str, Any]:
         "bag": {"path": str(bag_path), "reused_from_cache": reused, "generate_s": gen_s, **asdict(o.spec)},
         "replay_rate": o.rate, "input_pair_rate_hz": o.spec.fps * o.rate,
         # what the node ran: 0 / -1 resolve to the checkpoint's operating point
-        "input_scale": o.input_scale or ck["operating_point"]["input_scale"],
-        "refiners": (o.refiners if o.refiners != -1 else
-                     ck["operating_point"]["refiners"] if ck["operating_point"]["refiners"] != -1 else ck["refiners"]),
+        "input_scale": run.input_scale, "refiners": run.refiners_of(ck["refiners"]),
         "node_max_disparity": o.node_max_disparity,
         "node_env": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "node_startup_s": startup_s, "figures": figures, **live,

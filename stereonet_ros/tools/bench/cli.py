@@ -145,7 +145,7 @@ def _main(args: argparse.Namespace) -> int:
     # Refiner defaults depend on the checkpoint: its operating point (the node's default),
     # then each other count of all, 1 and 0.
     if args.refiners is None:
-        base = k if probe.inference.refiners == -1 else probe.inference.refiners
+        base = probe.inference.refiners_of(k)
         cfg.refiners = [-1] + [n for n in dict.fromkeys((k, 1, 0)) if n != base and n <= k]
     else:
         cfg.refiners = list(args.refiners)

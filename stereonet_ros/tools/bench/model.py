@@ -102,8 +102,7 @@ def run_knobs(bench: Bench) -> List[Dict[str, Any]]:
     variants += [("refiners", n, {"refiners": n}) for n in c.refiners[1:]]
     variants += [("setting", f"{s:g}:{n}", {"input_scale": s, "refiners": n}) for s, n in c.settings]
     engines = [bench.engine(**kw) for _, _, kw in variants]
-    base_engine = engines[0]
-    sgbm = make_sgbm(num_disparities_for(base_engine.max_disparity, size[0]))
+    sgbm = make_sgbm(num_disparities_for(engines[0].max_disparity, size[0]))
     grey = [to_grey_u8(f) for f in frames]
     # One warm-up per engine even on the CPU: a new cost-volume depth or input size needs
     # new oneDNN primitives, and that first call measured up to 2x a steady frame.
