@@ -306,32 +306,55 @@ class StereoEngine:
         """Stage 1: a (1, 3, H, W) uint8/float image tensor on the device -> the normalised,
         padded float32 network input in the model's layout (see the comments below)."""
         x = rgb
-        scale = self._inv_std
-        if x.dtype == torch.uint8:
-            if self.config.in_channels == 1 or self.input_scale != 1.0:
-                x = x.float().mul_(1.0 / 255.0)  # rare paths: plain [0, 1] floats first
-            else:
-                scale = self._inv_std_u8
-        if self.config.in_channels == 1:
+        scale = self._inv_std_u8 if x.dtype == torch.uint8 else self._inv_std
+        if self.config.in_channels == 1:  # a grey checkpoint: luma of [0, 1] floats first
+            x = (x.float().mul_(1.0 / 255.0) if x.dtype == torch.uint8 else x)
             x = (x * self._grey_weights).sum(1, keepdim=True)
-        if self.input_scale != 1.0:
-            # area averages when shrinking; growing needs interpolation (area would repeat pixels)
-            mode = "area" if self.input_scale < 1.0 else "bilinear"
-            x = F.interpolate(x, size=self.network_size(*x.shape[-2:]), mode=mode)
-        # One fused pass, (x - mean) / std (and /255 for uint8), written straight into the
-        # padded float32 tensor in the model's layout (the input may be an HWC view); the
-        # bottom/right border then replicates the last row/column: zero padding would create
-        # a strong false edge to match. No separate pad and layout-conversion passes.
-        step = 2 ** self.config.k
+            scale = self._inv_std
         n, c, h, w_ = x.shape
-        ph, pw = (-h) % step, (-w_) % step
-        out = torch.empty((n, c, h + ph, w_ + pw), dtype=torch.float32, device=x.device,
-                          memory_format=self._fmt)
-        torch.addcmul(self._shift, x, scale, out=out[:, :, :h, :w_])
-        if ph:
-            out[:, :, h:, :w_] = out[:, :, h - 1:h, :w_]
-        if pw:
-            out[:, :, :, w_:] = out[:, :, :, w_ - 1:w_]
+        if self.input_scale == 1.0:
+            # One fused pass, (x - mean) / std (and /255 for uint8), written straight into the
+            # padded float32 tensor in the model's layout (the input may be an HWC view): no
+            # separate conversion, pad and layout passes.
+            out = self._padded(n, c, h, w_, x.device)
+            torch.addcmul(self._shift, x, scale, out=out[:, :, :h, :w_])
+            return self._replicate_border(out, h, w_)
+        sh, sw = self.network_size(h, w_)
+        out = self._padded(n, c, sh, sw, x.device)
+        if self.input_scale < 1.0:
+            # Shrinking: area averages of [0, 1] floats, then the fused pass on the fewer pixels.
+            if x.dtype == torch.uint8:
+                x, scale = x.float().mul_(1.0 / 255.0), self._inv_std
+            x = F.interpolate(x, size=(sh, sw), mode="area")
+            torch.addcmul(self._shift, x, scale, out=out[:, :, :sh, :sw])
+            return self._replicate_border(out, sh, sw)
+        # Growing: normalising commutes with the resize (it is affine per channel), so it runs
+        # first, on the smaller native image and fused with the uint8 conversion; bilinear
+        # interpolation (area would repeat pixels) then reads channels-last floats, its fast
+        # CPU path (1.25x at 640x480: 3.1 ms per image against 5.1-5.4 ms resizing first).
+        y = torch.empty((n, c, h, w_), dtype=torch.float32, device=x.device, memory_format=self._fmt)
+        torch.addcmul(self._shift, x, scale, out=y)
+        y = F.interpolate(y, size=(sh, sw), mode="bilinear")
+        if out.shape == y.shape and y.is_contiguous(memory_format=self._fmt):
+            return y  # nothing to pad (e.g. 640x480 at 1.25x: 800x600)
+        out[:, :, :sh, :sw] = y
+        return self._replicate_border(out, sh, sw)
+
+    def _padded(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """An uninitialised float32 (n, c, H, W) tensor in the model's layout, H and W the
+        image's h and w rounded up to multiples of 2^k (the cost volume's 1/2^k grid)."""
+        step = 2 ** self.config.k
+        return torch.empty((n, c, h + (-h) % step, w + (-w) % step), dtype=torch.float32,
+                           device=device, memory_format=self._fmt)
+
+    @staticmethod
+    def _replicate_border(out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Fill ``out`` below row h and right of column w with the last row/column: zero
+        padding would create a strong false edge to match."""
+        if out.shape[-2] > h:
+            out[:, :, h:, :w] = out[:, :, h - 1:h, :w]
+        if out.shape[-1] > w:
+            out[:, :, :, w:] = out[:, :, :, w - 1:w]
         return out
 
     # ----- optional torch.compile ---------------------------------------------------------

@@ -1,6 +1,7 @@
 """StereoNet model: shapes, cost volume vs a slow reference, soft-argmin, gradients."""
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -131,31 +132,39 @@ def test_config_validation_messages():
         StereoNetConfig.from_dict({"k": 3, "bogus": 1})
 
 
-@pytest.mark.parametrize("scale,size,mode", [(0.5, (32, 48), "area"), (1.5, (96, 144), "bilinear")],
-                         ids=["down", "up"])
-def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint, scale, size, mode):
+@pytest.mark.parametrize("scale,size,mode", [(0.5, (32, 48), "area"), (1.5, (96, 144), "bilinear"),
+                                              (1.3, (83, 125), "bilinear")], ids=["down", "up", "up-padded"])
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint, scale, size, mode, dtype):
     """Resized inference returns native-resolution disparities (the reference code did not):
-    the network runs on the image resized by s (area when shrinking, bilinear when growing)
-    and its disparities come back divided by s."""
+    the network runs on the image resized by s (area when shrinking, bilinear when growing),
+    padded by replicating its border up to the cost volume's grid, and its disparities come
+    back divided by s. The engine normalises before or after resizing, whichever is cheaper;
+    the result must be the by-hand order's, for float and uint8 images alike."""
     import numpy as np
     from stereonet_ros.engine import StereoEngine
     full = StereoEngine(str(tiny_checkpoint), input_scale=1.0, precision="fp32")
     eng = StereoEngine(str(tiny_checkpoint), input_scale=scale, precision="fp32")
     # the trained candidates when shrinking (a wider native range), the trained native range
-    # when growing (more candidates)
-    assert eng.max_disparity == pytest.approx(full.max_disparity / min(scale, 1.0))
-    assert eng.candidates == round(full.candidates * max(scale, 1.0))
+    # when growing (more candidates, whole ones: the range rounds up)
+    assert eng.candidates == math.ceil(full.candidates * max(scale, 1.0) - 1e-9)
+    assert eng.max_disparity == pytest.approx(eng.candidates * 2 ** eng.config.k / scale)
+    assert eng.max_disparity >= full.max_disparity / min(scale, 1.0) - 1e-9
     img = np.random.default_rng(1).random((64, 96, 3), dtype=np.float32)
+    if dtype == "uint8":
+        img = (img * 255).round().astype(np.uint8)
     res = eng.infer(img, img, with_confidence=False)
     assert res.disparity.shape == (64, 96)
-    # against running the network by hand at the resized size
-    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    # against running the network by hand at the resized, padded size
+    x = torch.from_numpy(img.astype(np.float32) / (255.0 if dtype == "uint8" else 1.0)).permute(2, 0, 1)[None]
     x = torch.nn.functional.interpolate(x, size=size, mode=mode)
-    torch.testing.assert_close(eng.prepare(eng.to_tensor(img)), (x - 0.5) / 0.25)  # the stage, by hand
-    x = (x - 0.5) / 0.25
+    step = 2 ** eng.config.k
+    pad = (0, -size[1] % step, 0, -size[0] % step)
+    x = (torch.nn.functional.pad(x, pad, mode="replicate") - 0.5) / 0.25
+    torch.testing.assert_close(eng.prepare(eng.to_tensor(img)), x)  # the stage, by hand
     with torch.no_grad():
-        d = eng.model(x, x, candidates=eng.candidates)["disparity"]
-    d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) / scale
+        d = eng.model(x, x, candidates=eng.candidates)["disparity"][..., :size[0], :size[1]]
+    d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) * (96 / size[1])
     np.testing.assert_allclose(res.disparity, d[0, 0].numpy(), rtol=1e-4, atol=1e-4)
 
 
