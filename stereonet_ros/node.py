@@ -1,13 +1,15 @@
 """``stereonet_node``: rectified stereo in, disparity / depth / point cloud out (rclpy).
 
 Wiring only: parameters (``params``), inputs (``node_inputs``), one frame's work
-(``pipeline.process_pair`` through the ``engine``), outputs (``node_outputs``), reporting
+(``pipeline.infer_pair`` through the ``engine``, then ``pipeline.finish_pair``), outputs
+(``node_outputs``), reporting
 (``diagnostics``). Threads: the executor thread runs subscription callbacks, which only pair
 images and drop them in a one-slot mailbox; the inference thread takes the newest pair and
 runs the network, so when inference is slower than the camera the older pair is dropped
-(counted as 'overrun'): latency stays bounded, memory flat. It hands each computed frame to a
-publishing thread and goes on with the next pair, so building and sending the messages
-overlaps the next frame's network instead of adding to the frame period. A new model (a
+(counted as 'overrun'): latency stays bounded, memory flat. It hands each inferred frame to a
+publishing thread and goes on with the next pair, so the numpy outputs (depth, cloud) and
+building and sending the messages overlap the next frame's network instead of adding to the
+frame period. A new model (a
 runtime change of checkpoint, device, backend, ...) warms up in a thread of its own while the
 old one serves.
 """
@@ -44,7 +46,8 @@ from .node_inputs import StereoInputs  # noqa: E402
 from .node_outputs import OutputPublishers  # noqa: E402
 from .params import (QOS_PREFIX, ROS_BUILTIN_PARAMETERS, SPECS, coerce,  # noqa: E402
                      unknown_parameter_errors, validate, validate_all)
-from .pipeline import FrameError, FrameOutput, OutputOptions, process_pair, uncompressed_pair  # noqa: E402
+from .pipeline import (FrameError, FrameOutput, InferredPair, OutputOptions, finish_pair,  # noqa: E402
+                       infer_pair, uncompressed_pair)
 from .stats import NodeStats  # noqa: E402
 from .messages import header_ns, stamp_ns  # noqa: E402
 
@@ -64,9 +67,11 @@ def build_engine(values: Dict[str, Any]) -> StereoEngine:
 
 @dataclasses.dataclass(frozen=True)
 class _Computed:
-    """One pair through the network, waiting to be published (perf_counter times, s)."""
+    """One pair through the network, waiting for its numpy outputs and messages (perf_counter
+    times, s)."""
     header: Any
-    out: FrameOutput
+    pair: InferredPair
+    opts: OutputOptions         # what it was inferred for (``pipeline.finish_pair`` needs it)
     values: Dict[str, Any]      # the parameters it was computed with
     linfo: Any                  # left CameraInfo
     wanted: Dict[str, bool]     # which outputs to publish
@@ -230,11 +235,10 @@ class StereoNetNode(Node):
         frame = self._compute(left, right, t_paired)
         if frame is None:
             return None
-        self._publish(frame)
-        return frame.out
+        return self._publish(frame)
 
     def _compute(self, left: Image, right: Image, t_paired: Optional[float]) -> Optional["_Computed"]:
-        """Decode, infer and post-process one pair (None: dropped or not wanted, counted)."""
+        """Decode and infer one pair (None: dropped or not wanted, counted)."""
         t_recv = time.perf_counter()
         engine, v = self.switch.current()
         opts = OutputOptions.from_params(v)
@@ -252,7 +256,7 @@ class StereoNetNode(Node):
             left, right = uncompressed_pair(left, right, v["max_image_pixels"])
             self._image_size = (int(left.width), int(left.height))
             linfo, rinfo = self.cameras.pair()
-            out = process_pair(engine, left, right, linfo, rinfo, opts, v["max_image_pixels"])
+            pair = infer_pair(engine, left, right, linfo, rinfo, opts, v["max_image_pixels"])
         except (FrameError, EngineOutOfMemory) as exc:
             reason = exc.reason if isinstance(exc, FrameError) else "out_of_memory"
             self.stats.drop(reason, str(exc))
@@ -263,22 +267,25 @@ class StereoNetNode(Node):
             self._warn(reason, f"frame dropped ({reason}): {exc}{hint}", 30.0 if reason in CALIBRATION_DROPS else 5.0,
                        error=reason == "bad_geometry")
             return None
-        if self.cameras.frame_done(out.warnings):
+        if self.cameras.frame_done(pair.warnings):
             self.get_logger().info("camera_info usable again: processing resumed")
-        if out.warnings:
-            self.stats.event("camera_info_warning", out.warnings[0])
+        if pair.warnings:
+            self.stats.event("camera_info_warning", pair.warnings[0])
             self._warn("camera_info_warning", "camera_info looks wrong (frame still processed): "
-                       + "; ".join(out.warnings), 30.0)
-        return _Computed(left.header, out, v, linfo, wanted, t_recv, t_paired, time.perf_counter())
+                       + "; ".join(pair.warnings), 30.0)
+        return _Computed(left.header, pair, opts, v, linfo, wanted, t_recv, t_paired, time.perf_counter())
 
-    def _publish(self, frame: "_Computed") -> None:
-        """Build and publish one computed frame's messages and record its stage times (ms):
-        ``publish`` the building and sending, ``handoff`` its wait for the publishing thread,
-        ``total`` from the pair's start to its last message."""
+    def _publish(self, frame: "_Computed") -> FrameOutput:
+        """Build one computed frame's arrays and messages, publish them and record its stage
+        times (ms): ``handoff`` its wait for the publishing thread, ``postprocess_numpy`` the
+        arrays (depth, cloud), ``publish`` the building and sending of the messages, ``total``
+        from the pair's start to its last message."""
+        t_start = time.perf_counter()
+        out = finish_pair(frame.pair, frame.opts)
         t_pub = time.perf_counter()
-        self.outputs.publish(frame.header, frame.out, frame.values, frame.linfo, frame.wanted)
+        self.outputs.publish(frame.header, out, frame.values, frame.linfo, frame.wanted)
         t_done = time.perf_counter()
-        stages = dict(frame.out.timings_ms, publish=1e3 * (t_done - t_pub), handoff=1e3 * (t_pub - frame.t_computed),
+        stages = dict(out.timings_ms, publish=1e3 * (t_done - t_pub), handoff=1e3 * (t_start - frame.t_computed),
                       total=1e3 * (t_done - frame.t_recv),
                       stamp_to_publish=(self.get_clock().now().nanoseconds - header_ns(frame.header)) / 1e6)
         if frame.t_paired is not None:

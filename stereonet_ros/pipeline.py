@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .engine import StereoEngine
+from .engine import EngineResult, StereoEngine
 from .geometry import (GeometryError, StereoGeometry, depth_to_points, disparity_to_depth,
                        geometry_from_projections, left_right_consistent, raw_calibration,
                        raw_to_published_disparity)
@@ -220,9 +220,24 @@ def match_in_view(raw: np.ndarray) -> np.ndarray:
     return np.isfinite(raw) & (np.arange(w, dtype=np.float32)[None, :] - raw >= -0.5)
 
 
-def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,
-                 opts: OutputOptions, max_pixels: Optional[int] = None) -> FrameOutput:
-    """Validate, run the network and build every output array for one stereo pair.
+@dataclass
+class InferredPair:
+    """One pair through the network, before the numpy outputs (``finish_pair``): what the
+    node's inference thread hands to its publishing thread."""
+
+    result: EngineResult       # native-resolution network disparity (x_l - x_r, px), confidence
+    geometry: StereoGeometry
+    warnings: List[str]        # camera_info problems that did not stop the frame
+    limg: np.ndarray           # decoded left image, for the cloud colour
+    encoding: str              # its encoding
+    rgb8_left: Optional[np.ndarray]  # the left image as rgb8 when it already exists
+    max_disparity: float       # the engine's searched range, native px (exclusive)
+    timings_ms: Dict[str, float]
+
+
+def infer_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,
+               opts: OutputOptions, max_pixels: Optional[int] = None) -> InferredPair:
+    """Validate one stereo pair and run the network on it (raises FrameError).
 
     ``left``/``right``: sensor_msgs/Image or CompressedImage (decoded here; 'decode' timing)."""
     t0 = time.perf_counter()
@@ -246,8 +261,18 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     res = engine.infer(lrgb, rrgb, with_confidence=opts.want_confidence or opts.confidence_threshold > 0,
                        with_right=opts.lr_check)
     t2 = time.perf_counter()
+    timings = {"decode": 1e3 * (t1 - t0), **res.timings_ms, "network_total": 1e3 * (t2 - t1)}
+    return InferredPair(res, geom, warns, limg, left.encoding, rgb8_left, engine.max_disparity, timings)
 
+
+def finish_pair(pair: InferredPair, opts: OutputOptions) -> FrameOutput:
+    """Every output array of an inferred pair: validity, published disparity, depth, cloud
+    (numpy only, no engine: the node runs it in its publishing thread, beside the next
+    pair's network). ``opts`` must be the ones ``infer_pair`` ran with."""
+    t2 = time.perf_counter()
+    res, geom = pair.result, pair.geometry
     raw = res.disparity
+    h, w = raw.shape
     valid = match_in_view(raw)
     if res.confidence is not None and opts.confidence_threshold > 0:
         valid &= res.confidence >= opts.confidence_threshold
@@ -256,7 +281,7 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     disp = raw_to_published_disparity(raw, geom)
     valid &= disp > 0  # Z = fT/d needs d > 0
     min_d = -geom.cx_offset
-    max_d = engine.max_disparity - geom.cx_offset
+    max_d = pair.max_disparity - geom.cx_offset
     disp_out = np.where(valid, disp, np.float32(min_d - 1.0)).astype(np.float32, copy=False)
     max_depth = opts.max_depth if opts.max_depth > 0 else math.inf
     depth = disparity_to_depth(disp, geom, valid, opts.min_depth, max_depth)
@@ -265,11 +290,19 @@ def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo:
     if opts.want_points:
         points = depth_to_points(depth, geom, step)
         if opts.want_color:
-            src = rgb8_left if rgb8_left is not None else to_rgb8(limg, left.encoding)
+            src = pair.rgb8_left if pair.rgb8_left is not None else to_rgb8(pair.limg, pair.encoding)
             rgb8 = np.ascontiguousarray(src[::step, ::step])
     t3 = time.perf_counter()
-    timings = {"decode": 1e3 * (t1 - t0), **res.timings_ms, "network_total": 1e3 * (t2 - t1),
-               "postprocess_numpy": 1e3 * (t3 - t2)}
+    timings = {**pair.timings_ms, "postprocess_numpy": 1e3 * (t3 - t2)}
     return FrameOutput(disp_out, valid, depth, points, rgb8, res.confidence, geom, float(min_d),
-                       float(max_d), DISPARITY_RESOLUTION_PX, timings, warns,
-                       match_window(w, h, engine.max_disparity), disp)
+                       float(max_d), DISPARITY_RESOLUTION_PX, timings, pair.warnings,
+                       match_window(w, h, pair.max_disparity), disp)
+
+
+def process_pair(engine: StereoEngine, left: Any, right: Any, linfo: Any, rinfo: Any,
+                 opts: OutputOptions, max_pixels: Optional[int] = None) -> FrameOutput:
+    """Validate, run the network and build every output array for one stereo pair
+    (``infer_pair`` then ``finish_pair``; raises FrameError).
+
+    ``left``/``right``: sensor_msgs/Image or CompressedImage (decoded here; 'decode' timing)."""
+    return finish_pair(infer_pair(engine, left, right, linfo, rinfo, opts, max_pixels), opts)

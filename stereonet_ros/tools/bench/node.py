@@ -207,14 +207,15 @@ def node_row(bench: Bench, size: Tuple[int, int], precision: str, measured: List
              e2e: List[float], lost: int) -> Dict[str, Any]:
     """The report row of one size from the measured frames' stage times and end-to-end
     times (ms): mean and p95 per stage, the overhead (total - model), the part of it in the
-    inference thread (``serial_overhead_ms``: total - model - publish - handoff; publishing
-    runs in a thread of its own, beside the next frame's network, so only this part adds to
-    the frame period), the DDS and executor time (end-to-end - total), and with the model
+    inference thread (``serial_overhead_ms``: total - model - handoff - postprocess_numpy -
+    publish; the numpy outputs and the messages are built in a thread of their own, beside the
+    next frame's network, so only this part adds to the frame period), the DDS and executor time (end-to-end - total), and with the model
     section's time the shares of a frame and the node's estimated rate (Hz) and latency (ms)."""
     w, h = size
     st = {k: summarize([s.get(k, 0.0) for s in measured]) if measured else None for k in STAGES}
     overhead = [s["total"] - s.get("model", 0.0) for s in measured]
-    serial = [s["total"] - s.get("model", 0.0) - s.get("publish", 0.0) - s.get("handoff", 0.0) for s in measured]
+    serial = [s["total"] - s.get("model", 0.0) - s.get("publish", 0.0) - s.get("handoff", 0.0)
+              - s.get("postprocess_numpy", 0.0) for s in measured]
     row: Dict[str, Any] = {"size": f"{w}x{h}", "frames": len(measured), "lost": lost,
                            "precision": precision,
                            "stages_ms": {k: (v["mean_ms"] if v else None) for k, v in st.items()},

@@ -92,7 +92,7 @@ def _stream_one(bench: Bench, ctx: Any, ns: str, size: Tuple[int, int], num_thre
     drops = {k: stats_at_end["drops"].get(k, 0) - (stats_at_start or {}).get("drops", {}).get(k, 0)
              for k in stats_at_end["drops"]}
     stages = {k: summarize([f[k] for f in frames_ms if k in f])["mean_ms"]
-              for k in ("model", "publish", "handoff", "total") if any(k in f for f in frames_ms)}
+              for k in ("model", "postprocess_numpy", "publish", "handoff", "total") if any(k in f for f in frames_ms)}
     row = {"size": f"{w}x{h}", "num_threads": num_threads, "engine_threads": engine.num_threads,
            "precision": engine.precision_name, "feed_hz": feed_hz, "seconds": seconds,
            "frames": len(got), "hz": hz, "period_ms": (1e3 / hz) if hz else None,
@@ -101,7 +101,8 @@ def _stream_one(bench: Bench, ctx: Any, ns: str, size: Tuple[int, int], num_thre
     bench.log(f"  stream {w}x{h} num_threads {num_threads} (engine {engine.num_threads}): "
               f"{hz:.2f} Hz, a disparity every {row['period_ms'] or float('nan'):.1f} ms "
               f"(fed {feed_hz:.0f} Hz; model {stages.get('model', float('nan')):.1f} ms, "
-              f"publish {stages.get('publish', float('nan')):.1f} ms in parallel)")
+              f"numpy outputs + publish {stages.get('postprocess_numpy', 0.0) + stages.get('publish', float('nan')):.1f} ms "
+              "in parallel)")
     return row
 
 
