@@ -24,7 +24,7 @@ from .model import StereoNet, fold_batchnorm, keep_refiners, to_channels_last, u
 from .params import DEVICES_HELP, MAX_INPUT_SCALE, PRECISIONS  # defined with the parameter table, torch-free
 
 if TYPE_CHECKING:
-    from .backends.ort_runner import OnnxRuntimeRunner
+    from .backends.graph_runner import GraphRunner
 
 log = logging.getLogger("stereonet_ros.engine")
 
@@ -140,12 +140,13 @@ class StereoEngine:
     ``compile_backend`` ('' = off; e.g. 'inductor': torch.compile in a background thread per
     input shape, swapped in when ready - the first frames run eagerly, never stalled) and
     ``compile_mode`` (passed to torch.compile, e.g. 'max-autotune'; unmeasured here),
-    ``backend`` ('torch', or 'onnxruntime': the same checkpoint exported to ONNX, cached per
-    network input size in the user cache dir, see ``backends.graph_cache``; same outputs,
-    confidence and right view included), ``onnx_providers`` (onnxruntime execution providers,
+    ``backend`` ('torch'; 'onnxruntime' or 'openvino': the same checkpoint exported to ONNX,
+    cached per network input size in the user cache dir, see ``backends.graph_cache``, and run
+    by that runtime - openvino on the CPU only; same outputs, confidence and right view
+    included), ``onnx_providers`` (onnxruntime execution providers,
     e.g. 'tensorrt,cuda' or 'cpu'; '' = from the device; see ``backends.ort_providers``) and
     ``input_size`` ((height, width) native pixels: prepare that size's graph now instead of on
-    the first frame; onnxruntime only).
+    the first frame; graph backends only).
     """
 
     def __init__(self, checkpoint: str = "", device: str = "auto", precision: str = "auto",
@@ -167,7 +168,7 @@ class StereoEngine:
             raise EngineConfigError("compile_backend applies to backend 'torch' only; "
                                     f"set it to '' with backend '{self.backend}'")
         self.device = resolve_device(device, strict_device)
-        # onnxruntime resolves its precision against its providers, below
+        # a graph backend resolves its precision itself (providers, CPU), below
         self.dtype = resolve_precision(precision, self.device) if self.backend == "torch" else torch.float32
         # OpenMP's thread count is per calling thread: set here, and again by infer() in
         # whichever thread runs frames (the node builds a new engine in its executor thread).
@@ -198,20 +199,24 @@ class StereoEngine:
                                         f"0..{self.config.num_refiners}, got {refiners} "
                                         f"(checkpoint '{self.ckpt.path}')") from exc
         self.config = model.config
-        self._ort = None
+        # Graph backends are built from the model before folding and layout changes: the
+        # export traces a plain copy (the oneDNN Conv3d swap below has no ONNX form).
+        self._graph: Optional["GraphRunner"] = None
         if self.backend == "onnxruntime":
             from .backends.ort_runner import OnnxRuntimeRunner
-            # Built from the model before folding and layout changes: the export traces a
-            # plain copy (the oneDNN Conv3d swap below has no ONNX form).
-            self._ort = OnnxRuntimeRunner(model, self.candidates, self.device, onnx_providers,
-                                          precision, self.num_threads)
-            self.dtype = torch.float16 if self._ort.precision == "fp16" else torch.float32
+            self._graph = OnnxRuntimeRunner(model, self.candidates, self.device, onnx_providers,
+                                            precision, self.num_threads)
+        elif self.backend == "openvino":
+            from .backends.ov_runner import OpenVinoRunner
+            self._graph = OpenVinoRunner(model, self.candidates, self.device, precision, self.num_threads)
+        if self._graph is not None:  # what the graph computes in (reported; inputs stay fp32)
+            self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self._graph.precision, torch.float32)
         self.model: StereoNet = (fold_batchnorm(model) if fold_bn else model).to(self.device)
         # NHWC 2D convolutions: measured faster on the CPU (docs/PERFORMANCE.md); not yet
         # measured on CUDA, so 'auto' keeps NCHW there until a GPU run says otherwise. The
-        # onnxruntime graph takes NCHW, so there 'auto' is NCHW (no layout copy per frame).
+        # exported graphs take NCHW, so there 'auto' is NCHW (no layout copy per frame).
         if channels_last is None:
-            channels_last = self.device.type == "cpu" and self._ort is None
+            channels_last = self.device.type == "cpu" and self._graph is None
         self.channels_last = bool(channels_last)
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.channels_last:
@@ -240,10 +245,10 @@ class StereoEngine:
         self._compile_lock = threading.Lock()
         self.compiled_calls = 0                      # frames served by a compiled function
         if input_size is not None:
-            if self._ort is None:
-                raise EngineConfigError("input_size prepares an onnxruntime graph; it needs "
-                                        "backend 'onnxruntime'")
-            self._ort.prepare(*self.padded_network_size(*input_size))
+            if self._graph is None:
+                raise EngineConfigError("input_size prepares an exported graph; it needs "
+                                        "backend 'onnxruntime' or 'openvino'")
+            self._graph.prepare(*self.padded_network_size(*input_size))
 
     # ----- derived facts the node publishes ---------------------------------------------
     @property
@@ -270,12 +275,13 @@ class StereoEngine:
 
     @property
     def onnx_providers(self) -> List[str]:
-        """Active onnxruntime execution providers, in priority order ([] for backend torch)."""
-        return self._ort.provider_names if self._ort is not None else []
+        """What a graph backend runs on, in priority order: onnxruntime's active execution
+        providers, openvino's device and precision ([] for backend torch)."""
+        return self._graph.provider_names if self._graph is not None else []
 
     def describe(self) -> str:
         c = self.config
-        via = f" via onnxruntime ({', '.join(self.onnx_providers)})" if self._ort is not None else ""
+        via = f" via {self.backend} ({', '.join(self.onnx_providers)})" if self._graph is not None else ""
         return (f"StereoNet k={c.k} features={c.features} refiners={c.num_refiners} "
                 f"in_channels={c.in_channels} on {self.device} {self.precision_name}{via}, "
                 f"input_scale={self.input_scale:g}, searching 0..{self.max_disparity:g} px "
@@ -414,16 +420,16 @@ class StereoEngine:
         return dict(self._compile_failed)
 
     @property
-    def ort(self) -> Optional["OnnxRuntimeRunner"]:
-        """The onnxruntime runner (sessions, export counts, cache) or None on torch."""
-        return self._ort
+    def graph(self) -> Optional["GraphRunner"]:
+        """The graph backend's runner (compiled graphs, export counts, cache) or None on torch."""
+        return self._graph
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, with_right: bool,
                 with_confidence: bool) -> Dict[str, object]:
         """Stage 2: prepared inputs (``prepare``) -> the model's output dict (``disparity``,
         ``confidence``, ``right_disparity``) at network resolution, padded."""
-        if self._ort is not None:
-            return self._ort.run(left, right, with_right, with_confidence)
+        if self._graph is not None:
+            return self._graph.run(left, right, with_right, with_confidence)
         fn = self.model
         if self.compile_backend:
             key = (tuple(left.shape), left.is_contiguous(memory_format=torch.channels_last),
@@ -441,7 +447,7 @@ class StereoEngine:
 
     def warm_up(self, height: int, width: int, *, with_right: bool = False) -> None:
         """Run one grey frame of (height, width) native pixels, so that the first real frame of
-        that size pays no one-time cost (oneDNN kernel selection, an onnxruntime graph export
+        that size pays no one-time cost (oneDNN kernel selection, a graph backend's export
         or cache load, CUDA context). Raises what :meth:`infer` raises."""
         grey = np.full((int(height), int(width), 3), 128, np.uint8)
         self.infer(grey, grey, with_confidence=True, with_right=with_right)

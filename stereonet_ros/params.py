@@ -116,12 +116,12 @@ SPECS: Dict[str, ParamSpec] = {
                             Check(lambda v: None, "file path, or '' for the bundled default"), True),
     "device": ParamSpec("auto", f"inference device: {DEVICES_HELP}", _device, True),
     "strict_device": ParamSpec(False, "fail instead of falling back to the CPU when CUDA is unavailable", None, True),
-    "precision": ParamSpec("auto", "auto (fp16 on CUDA; on the CPU bf16 where native - AVX512-BF16/AMX - else fp32) | fp32 | fp16 | bf16; backend onnxruntime: fp32 (auto), fp16 only with the TensorRT provider", _choice(*PRECISIONS), True),
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA; on the CPU bf16 where native - AVX512-BF16/AMX - else fp32) | fp32 | fp16 | bf16; backend onnxruntime: fp32 (auto), fp16 only with the TensorRT provider; backend openvino: as on the CPU (bf16 where native, else fp32)", _choice(*PRECISIONS), True),
     "num_threads": ParamSpec(0, "CPU inference threads (0 = every core on a 1-2 core computer, else all cores but one, left to the ROS executor)", _range(0, 256), True),
     "max_disparity": ParamSpec(0.0, "searched disparity range in native pixels (0 = checkpoint's)", _range(0, 4096), True),
     "input_scale": ParamSpec(0.0, "resize factor before the network, (0, 2]: below 1 faster and coarser, above 1 slower (x s^2) and more precise; outputs return to native size (0 = the checkpoint's operating point: 1.25 for the default model, else 1)", _range(0.0, MAX_INPUT_SCALE), True),
     "refiners": ParamSpec(-1, "refinement levels kept (-1 = the checkpoint's operating point: 1 for the default model, else all); fewer is faster, the last refined level is upsampled", _range(-1, 16), True),
-    "backend": ParamSpec("torch", "inference backend: torch | onnxruntime (the same checkpoint exported to ONNX, cached per input size in $STEREONET_CACHE_DIR, else ~/.cache/stereonet_ros; the first frame of a new size exports it, seconds)", _choice(*BACKENDS), True),
+    "backend": ParamSpec("torch", "inference backend: torch | onnxruntime | openvino (both: the same checkpoint exported to ONNX, cached per input size in $STEREONET_CACHE_DIR, else ~/.cache/stereonet_ros; the first frame of a new size exports it, seconds; openvino runs on the CPU only)", _choice(*BACKENDS), True),
     "onnx_providers": ParamSpec("", "onnxruntime execution providers in priority order, comma-separated ('' = from device: cuda -> cuda,cpu; cpu -> cpu); CUDA/TensorRT need onnxruntime-gpu", Check(_check_providers, "'' or comma-separated cpu | cuda | tensorrt | openvino | <Name>ExecutionProvider"), True),
     "image_transport": ParamSpec("raw", "transport of the input images: raw (sensor_msgs/Image on left/image_rect, "
                                  "right/image_rect) | compressed (sensor_msgs/CompressedImage, JPEG or PNG, on "

@@ -1,7 +1,8 @@
-"""Inference backends: the slice cost volume, ONNX export, the onnxruntime engine path vs
-torch, the graph cache, provider selection and the missing-onnxruntime error.
+"""Inference backends: the slice cost volume, ONNX export, the graph backends' engine paths
+(onnxruntime, openvino) vs torch, the graph cache, provider selection, precision and the
+missing-package errors.
 
-Tolerances: the onnxruntime graph is the same fp32 network as the torch engine; measured
+Tolerances: the exported graph is the same fp32 network as the torch engine; measured
 differences are ~1e-5 px in disparity and ~1e-6 in confidence (float summation order), so
 1e-3 px and 1e-4 leave two orders of magnitude and still catch any real divergence (a wrong
 cost-volume candidate or a BatchNorm in training mode moves disparities by pixels).
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from helpers import shifted_pair
-from stereonet_ros.backends import graph_cache, ort_runner
+from stereonet_ros.backends import graph_cache, graph_runner
 from stereonet_ros.backends.graph_cache import CACHE_ENV, GraphCache, cache_dir, weights_digest
 from stereonet_ros.backends.onnx_export import OnnxExportError, export_onnx
 from stereonet_ros.backends.ort_providers import (CPU, CUDA, OPENVINO, TENSORRT, parse_providers,
@@ -30,6 +31,9 @@ DISP_ATOL = 1e-3  # px, see the module docstring
 CONF_ATOL = 1e-4
 
 ort = pytest.importorskip("onnxruntime", reason="requirements.txt installs onnxruntime")
+pytest.importorskip("openvino", reason="requirements.txt installs openvino")
+#: the engine's backends that run exported graphs
+GRAPH_BACKENDS = ["onnxruntime", "openvino"]
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +44,11 @@ def private_cache(tmp_path, monkeypatch):
     return root / "onnx"
 
 
-def _engines(ckpt, **kw):
+def _engines(ckpt, backend="onnxruntime", **kw):
+    """(torch engine, ``backend`` engine) on the CPU, both fp32 unless told otherwise."""
     kw.setdefault("precision", "fp32")  # auto is bf16 on CPUs with native bf16; graphs are fp32
     common = dict(device="cpu", num_threads=1, **kw)
-    return StereoEngine(str(ckpt), **common), StereoEngine(str(ckpt), backend="onnxruntime", **common)
+    return StereoEngine(str(ckpt), **common), StereoEngine(str(ckpt), backend=backend, **common)
 
 
 def _assert_same(a, b, right=True):
@@ -127,39 +132,44 @@ def test_training_cli_export_uses_the_package_exporter(tmp_path, tiny_checkpoint
 
 # ----- onnxruntime engine vs torch engine -----------------------------------------------------
 @pytest.mark.parametrize("size,scale", [((64, 128), 1.0), ((61, 125), 1.0), ((122, 250), 0.5), ((64, 128), 1.5)])
-def test_onnxruntime_engine_matches_torch_on_tiny_checkpoint(tiny_checkpoint, size, scale):
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_graph_engine_matches_torch_on_tiny_checkpoint(backend, tiny_checkpoint, size, scale):
     left, right = shifted_pair(*size, disparity=10, seed=3)
-    t, o = _engines(tiny_checkpoint, input_scale=scale)
+    t, o = _engines(tiny_checkpoint, input_scale=scale, backend=backend)
     _assert_same(t.infer(left, right, with_right=True), o.infer(left, right, with_right=True))
     # the left-only graph (what the node runs without lr_check) agrees too
     _assert_same(t.infer(left, right), o.infer(left, right), right=False)
-    assert o.ort.exports == 2  # one graph per outputs set at this size
-    assert "via onnxruntime (CPUExecutionProvider)" in o.describe()
+    assert o.graph.exports == 2  # one graph per outputs set at this size
+    assert {"onnxruntime": "via onnxruntime (CPUExecutionProvider)",
+            "openvino": "via openvino (CPU fp32)"}[backend] in o.describe()
 
 
-def test_onnxruntime_engine_matches_torch_with_the_aligned_coarse_grid(tmp_path):
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_graph_engine_matches_torch_with_the_aligned_coarse_grid(backend, tmp_path):
     """aligned_coarse resamples the coarse level with grid_sample; the graph must too."""
     from stereonet_ros.checkpoint import Normalization
     torch.manual_seed(2)
     m = StereoNet(StereoNetConfig(k=3, max_disparity=64, features=8, refinement_levels=0, aligned_coarse=True))
     ckpt = save_weights(tmp_path / "aligned.pt", m, Normalization(), {"weights": "random (test)"})
     left, right = shifted_pair(64, 128, disparity=12, seed=4)
-    t, o = _engines(ckpt)
+    t, o = _engines(ckpt, backend=backend)
     _assert_same(t.infer(left, right, with_right=True), o.infer(left, right, with_right=True))
 
 
-def test_onnxruntime_engine_matches_torch_on_default_model():
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_graph_engine_matches_torch_on_default_model(backend):
     left, right = shifted_pair(128, 256, disparity=24, seed=5)
-    t, o = _engines("")
+    t, o = _engines("", backend=backend)
     a, b = t.infer(left, right), o.infer(left, right)
     assert float(np.median(a.disparity[:, 40:-8])) == pytest.approx(24, abs=1.0)  # a trained model reads the plane
     _assert_same(a, b, right=False)
     assert b.disparity.dtype == np.float32 and b.disparity.shape == (128, 256)
 
 
-def test_onnxruntime_engine_without_confidence_returns_none(tiny_checkpoint):
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_graph_engine_without_confidence_returns_none(backend, tiny_checkpoint):
     left, right = shifted_pair(64, 128, disparity=8)
-    _, o = _engines(tiny_checkpoint)
+    _, o = _engines(tiny_checkpoint, backend=backend)
     res = o.infer(left, right, with_confidence=False)
     assert res.confidence is None and res.right_disparity is None
     assert set(res.timings_ms) == {"preprocess", "model", "postprocess"}
@@ -174,11 +184,12 @@ def test_cache_dir_follows_env_then_xdg_then_home(tmp_path):
     assert cache_dir({}) == home
 
 
-def test_cache_hit_miss_and_rebuild(tiny_checkpoint, tmp_path, private_cache, monkeypatch, caplog):
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_cache_hit_miss_and_rebuild(backend, tiny_checkpoint, tmp_path, private_cache, monkeypatch, caplog):
     left, right = shifted_pair(64, 128, disparity=8)
-    _, first = _engines(tiny_checkpoint)
+    _, first = _engines(tiny_checkpoint, backend=backend)
     ref = first.infer(left, right)
-    assert first.ort.exports == 1
+    assert first.graph.exports == 1
     graphs = sorted(private_cache.glob("*.onnx"))
     assert len(graphs) == 1
     key = json.loads(graphs[0].with_suffix(".json").read_text())
@@ -188,49 +199,49 @@ def test_cache_hit_miss_and_rebuild(tiny_checkpoint, tmp_path, private_cache, mo
     def no_export(*a, **k):
         raise AssertionError("exported although the graph is cached")
     with monkeypatch.context() as m:
-        m.setattr(ort_runner, "export_onnx", no_export)
-        _, again = _engines(tiny_checkpoint)
+        m.setattr(graph_runner, "export_onnx", no_export)
+        _, again = _engines(tiny_checkpoint, backend=backend)
         np.testing.assert_array_equal(again.infer(left, right).disparity, ref.disparity)
-        assert again.ort.exports == 0 and again.ort.cache.hits == 1
+        assert again.graph.exports == 0 and again.graph.cache.hits == 1
         # same weights re-saved with other metadata: the key is the weights, still a hit
         ck = load_checkpoint(tiny_checkpoint)
         resaved = save_weights(tmp_path / "resaved.pt", ck.model, ck.normalization, {"note": "other"})
-        _, same = _engines(resaved)
+        _, same = _engines(resaved, backend=backend)
         same.infer(left, right)
-        assert same.ort.exports == 0
+        assert same.graph.exports == 0
 
     # misses: a new size, fewer refiners, a shorter search range, changed weights
-    _, eng = _engines(tiny_checkpoint)
+    _, eng = _engines(tiny_checkpoint, backend=backend)
     eng.infer(*shifted_pair(64, 160, disparity=8))
-    _, coarse = _engines(tiny_checkpoint, refiners=0)
+    _, coarse = _engines(tiny_checkpoint, refiners=0, backend=backend)
     coarse.infer(left, right)
-    _, short = _engines(tiny_checkpoint, max_disparity=32)
+    _, short = _engines(tiny_checkpoint, max_disparity=32, backend=backend)
     short.infer(left, right)
     with torch.no_grad():
         ck.model.features.net[0].weight.mul_(1.5)
     changed_path = save_weights(tmp_path / "changed.pt", ck.model, ck.normalization)
-    t_changed, changed = _engines(changed_path)
-    assert changed.ort.weights != first.ort.weights
+    t_changed, changed = _engines(changed_path, backend=backend)
+    assert changed.graph.weights != first.graph.weights
     np.testing.assert_allclose(changed.infer(left, right).disparity,
                                t_changed.infer(left, right).disparity, rtol=0, atol=DISP_ATOL)
-    assert [e.ort.exports for e in (eng, coarse, short, changed)] == [1, 1, 1, 1]
+    assert [e.graph.exports for e in (eng, coarse, short, changed)] == [1, 1, 1, 1]
     assert len(list(private_cache.glob("*.onnx"))) == 5
 
     # a damaged cached file is exported again, with a warning, not a failure
     graphs[0].write_bytes(b"not an onnx graph")
-    with caplog.at_level(logging.WARNING, logger="stereonet_ros.backends.ort_runner"):
-        _, repaired = _engines(tiny_checkpoint)
+    with caplog.at_level(logging.WARNING, logger="stereonet_ros.backends.graph_runner"):
+        _, repaired = _engines(tiny_checkpoint, backend=backend)
         np.testing.assert_array_equal(repaired.infer(left, right).disparity, ref.disparity)
-    assert repaired.ort.exports == 1 and "does not load" in caplog.text
+    assert repaired.graph.exports == 1 and "does not load" in caplog.text
     assert not list(private_cache.glob(".*.tmp"))  # no temporary files left behind
 
 
 def test_input_size_exports_at_construction(tiny_checkpoint):
     eng = StereoEngine(str(tiny_checkpoint), device="cpu", num_threads=1, backend="onnxruntime",
                        input_size=(61, 125))
-    assert eng.ort.exports == 1  # 61x125 pads to 64x128
+    assert eng.graph.exports == 1  # 61x125 pads to 64x128
     eng.infer(*shifted_pair(61, 125, disparity=8))
-    assert eng.ort.exports == 1
+    assert eng.graph.exports == 1
     with pytest.raises(EngineConfigError, match="needs backend 'onnxruntime'"):
         StereoEngine(str(tiny_checkpoint), device="cpu", input_size=(64, 128))
 
@@ -264,6 +275,46 @@ def test_missing_onnxruntime_is_a_clear_config_error(tiny_checkpoint, monkeypatc
     with pytest.raises(EngineConfigError, match=r"pip install onnxruntime.*onnxruntime-gpu"):
         StereoEngine(str(tiny_checkpoint), device="cpu", backend="onnxruntime")
     StereoEngine(str(tiny_checkpoint), device="cpu")  # the torch backend does not need it
+
+
+def test_missing_openvino_is_a_clear_config_error(tiny_checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    with pytest.raises(EngineConfigError, match=r"backend 'openvino' needs.*pip install openvino"):
+        StereoEngine(str(tiny_checkpoint), device="cpu", backend="openvino")
+
+
+def test_openvino_runs_on_the_cpu_only(tiny_checkpoint):
+    from stereonet_ros.backends.ov_runner import OpenVinoRunner
+    model = load_checkpoint(tiny_checkpoint).model
+    with pytest.raises(EngineConfigError, match=r"runs on the CPU.*'onnxruntime'"):
+        OpenVinoRunner(model, 8, torch.device("cuda"))
+
+
+def test_openvino_precision_follows_the_cpu():
+    from stereonet_ros.backends.ov_runner import resolve_openvino_precision as res
+    assert res("auto", native_bf16=True) == "bf16" and res("auto", native_bf16=False) == "fp32"
+    assert res("fp32", native_bf16=True) == "fp32" and res("bf16", native_bf16=True) == "bf16"
+    with pytest.raises(EngineConfigError, match="bf16 needs native bf16"):
+        res("bf16", native_bf16=False)
+    with pytest.raises(EngineConfigError, match="precision 'fp16' is not available with backend 'openvino'"):
+        res("fp16", native_bf16=True)
+
+
+def test_openvino_bf16_reads_a_plane_like_torch_fp32():
+    """Where the CPU has native bf16, 'auto' runs OpenVINO in bf16 (the fast path): not equal
+    to fp32 to float rounding, but a trained model must read the same plane to a small
+    fraction of a pixel."""
+    from stereonet_ros.engine import cpu_has_native_bf16
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 / AMX): openvino 'auto' is fp32 here")
+    left, right = shifted_pair(128, 256, disparity=24, seed=5)
+    t, o = _engines("", backend="openvino", precision="auto")
+    assert o.precision_name == "bf16" and "CPU bf16" in o.describe()
+    a = StereoEngine("", device="cpu", num_threads=1, precision="fp32").infer(left, right)
+    b = o.infer(left, right)
+    inner = (slice(8, -8), slice(40, -8))
+    assert float(np.median(b.disparity[inner])) == pytest.approx(float(np.median(a.disparity[inner])), abs=0.05)
+    assert float(np.mean(np.abs(b.disparity[inner] - a.disparity[inner]))) < 0.1
 
 
 def test_engine_rejects_settings_the_backend_cannot_honour(tiny_checkpoint):
@@ -326,18 +377,20 @@ def test_onnx_precision_follows_the_providers():
 
 
 # ----- the timing hook ------------------------------------------------------------------------
-def test_time_backends_reports_both_backends(tiny_checkpoint):
+def test_time_backends_reports_every_backend(tiny_checkpoint):
     """Structure and agreement only: timings from this test mean nothing."""
     from stereonet_ros.backends.compare import time_backends
     r = time_backends(str(tiny_checkpoint), width=128, height=64, iters=1, warmup=1)
-    for b in ("torch", "onnxruntime"):
-        assert r[b]["model"]["mean_ms"] > 0 and r[b]["first_frame_ms"] > 0
-    assert "onnxruntime" in r["onnxruntime"]["engine"] and r["model_ratio_onnxruntime_to_torch"] > 0
-    assert r["max_abs_disparity_diff_px"] < DISP_ATOL
+    assert r["backends"] == ["torch", "onnxruntime", "openvino"]
+    for b in r["backends"]:
+        assert r[b]["model"]["mean_ms"] > 0 and r[b]["first_frame_ms"] > 0 and r[b]["model_ratio_to_torch"] > 0
+        assert r[b]["max_abs_disparity_diff_px"] < DISP_ATOL and r[b]["precision"] == "fp32"
+    assert "via onnxruntime" in r["onnxruntime"]["engine"] and "via openvino" in r["openvino"]["engine"]
 
 
 @pytest.mark.parametrize("offsets", [0, 2])
-def test_onnxruntime_engine_matches_torch_with_warp_refinement(tmp_path, offsets):
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_graph_engine_matches_torch_with_warp_refinement(backend, tmp_path, offsets):
     """warp_refinement warps the other view with a gather in each refiner (at d +- offsets too);
     the graph must too."""
     from stereonet_ros.checkpoint import Normalization
@@ -346,5 +399,5 @@ def test_onnxruntime_engine_matches_torch_with_warp_refinement(tmp_path, offsets
                                   aligned_coarse=True, warp_refinement=True, warp_offsets=offsets))
     ckpt = save_weights(tmp_path / "warp.pt", m, Normalization(), {"weights": "random (test)"})
     left, right = shifted_pair(64, 128, disparity=12, seed=4)
-    t, o = _engines(ckpt)
+    t, o = _engines(ckpt, backend=backend)
     _assert_same(t.infer(left, right, with_right=True), o.infer(left, right, with_right=True))

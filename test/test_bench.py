@@ -45,7 +45,8 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     knobs = {(k["knob"], str(k["value"])) for k in report["knobs"]}
     # 'all' is the tiny model's one refiner; each row is timed against SGBM in the same rounds
     assert knobs == {("base", ""), ("input_scale", "0.5"), ("max_disparity", "32.0"), ("refiners", "0"),
-                     ("setting", "1.5:1")}
+                     ("backend", "onnxruntime"), ("backend", "openvino"), ("setting", "1.5:1")}
+    assert next(k for k in report["knobs"] if k["value"] == "onnxruntime")["precision"] == "fp32"  # its CPU graph
     setting = next(k for k in report["knobs"] if k["knob"] == "setting")
     assert (setting["input_scale"], setting["refiners"]) == (1.5, 1) and setting["ratio_vs_sgbm"] > 0
     micro = report["micro"]
@@ -162,3 +163,17 @@ def test_cpu_bf16_only_where_the_cpu_has_it():
         resolve_precision("fp16", cpu)
     # auto takes bf16 where it is native (its accuracy cost is in the model card), else fp32
     assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+
+
+def test_bench_runs_its_sections_on_another_backend(tiny_checkpoint, tmp_path):
+    """--backends openvino,torch: the node and the knobs' base run OpenVINO, torch is a knob row."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--sizes", "64x48", "--iters", "1",
+                       "--warmup", "0", "--node-frames", "1", "--input-scale", "1", "--max-disparity", "0",
+                       "--refiners", "-1", "--settings", "", "--sections", "model,node,knobs",
+                       "--backends", "openvino,torch", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert "via openvino" in report["meta"]["engine"]
+    assert report["node"][0]["frames"] == 1
+    assert [(k["knob"], str(k["value"])) for k in report["knobs"]] == [("base", ""), ("backend", "torch")]
+    assert bench.main(["--backends", "tensorflow", "--sections", "none"]) == 2

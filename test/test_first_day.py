@@ -316,15 +316,16 @@ def test_outputs_are_computed_only_for_subscribers(ros, tiny_checkpoint):
         test.destroy_node()
 
 
-def test_node_runs_the_onnxruntime_backend_with_the_torch_backends_output(ros, tiny_checkpoint, private_onnx_cache):
-    """backend:=onnxruntime through the node parameter: the node publishes what the torch
-    engine (fp32, the graph's precision) computes for the same pair."""
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_node_runs_a_graph_backend_with_the_torch_backends_output(ros, tiny_checkpoint, private_onnx_cache, backend):
+    """backend:=onnxruntime / openvino through the node parameter: the node publishes what the
+    torch engine (fp32, the graph's precision) computes for the same pair."""
+    pytest.importorskip(backend)
     from stereonet_ros.engine import StereoEngine
-    ns = "/fd_backend"
-    node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, backend="onnxruntime", precision="fp32")
+    ns = f"/fd_backend_{backend}"
+    node, test, log, col, spin = _start(ros, tiny_checkpoint, ns, backend=backend, precision="fp32")
     try:
-        assert "via onnxruntime" in node.engine.describe()
+        assert f"via {backend}" in node.engine.describe()
         pubs = subscribed_input_publishers(test, ns)
         _send_pair(pubs, 10**9)
         assert wait_for(lambda: col.count("disparity") >= 1, 60), node.stats.snapshot()

@@ -15,7 +15,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing requirements (first run takes a few minutes)" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-  "$VENV/bin/python" -c "import torch, rclpy, sensor_msgs.msg, stereo_msgs.msg, diagnostic_msgs.msg, lightning, rosbags, cv2, skimage, onnx, onnxruntime" \
+  "$VENV/bin/python" -c "import torch, rclpy, sensor_msgs.msg, stereo_msgs.msg, diagnostic_msgs.msg, lightning, rosbags, cv2, skimage, onnx, onnxruntime, openvino" \
     || { echo "[setup] installation incomplete, see messages above" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

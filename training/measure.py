@@ -323,7 +323,8 @@ def main(argv: Optional[list] = None) -> int:
                         "default) or the node's searched range")
     # The node's engine settings; default precision fp32 (the node's auto is bf16 on CPUs with
     # native bf16): the model card's tables, comparable across machines.
-    EngineConfig.add_arguments(p, only=("checkpoint", "precision", "num_threads", "input_scale", "max_disparity", "refiners"),
+    EngineConfig.add_arguments(p, only=("checkpoint", "precision", "num_threads", "input_scale", "max_disparity", "refiners",
+                                     "backend"),
                                precision="fp32")
     p.add_argument("--knobs", action="store_true", help="also score the node's speed knobs")
     p.add_argument("--knob-scenes", type=int, default=16, help="synthetic scenes per knob setting")

@@ -4,9 +4,11 @@
 - ``graph_cache``: exported graphs on disk, keyed by weights, input size and outputs;
 - ``ort_providers``: importing onnxruntime, choosing execution providers and precision;
 - ``ort_runner``: the engine's onnxruntime path (a session per network input size);
-- ``compare``: a timing and agreement hook, torch vs onnxruntime, for one size.
+- ``graph_runner``: what the graph backends share (a compiled graph per network input size);
+- ``ov_runner``: the engine's openvino path (OpenVINO's CPU plugin);
+- ``compare``: a timing and agreement hook, torch vs the graph backends, for one size.
 """
 from __future__ import annotations
 
 #: Values of the engine's ``backend`` setting.
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ...engine import resolve_device
-from ...params import MAX_INPUT_SCALE
+from ...backends import BACKENDS
+from ...params import MAX_INPUT_SCALE, SPECS
 from .inputs import load_or_random
 from .micro import MICRO_PARTS
 from .report import format_report
@@ -38,6 +39,12 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
     return out
 
 
+def _default_backends() -> List[str]:
+    """The node's default backend first, then the others."""
+    first = SPECS["backend"].default
+    return [first] + [b for b in BACKENDS if b != first]
+
+
 def _package_doc() -> str:
     """The package's docstring, which describes the report."""
     # Looked up, not imported: the package imports this module while it is itself importing.
@@ -61,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refiners", type=int, nargs="+", default=None,
                    help="refinement levels kept; first = base, others = knob values (default: -1 = the checkpoint's "
                         "operating point, then each other count of all, 1 and 0)")
+    p.add_argument("--backends", default=",".join(_default_backends()),
+                   help="engine backends, comma-separated: the first is every section's (default: the node's), "
+                        "the others are timed as knob values")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--node-frames", type=int, default=0, help="frames through the node (0 = 5 CPU, 50 CUDA)")
     p.add_argument("--stream-seconds", type=float, default=10.0,
@@ -127,6 +137,10 @@ def _main(args: argparse.Namespace) -> int:
     if bad:
         print(f"unknown sections {sorted(bad)}; choose from {SECTIONS}", file=sys.stderr)
         return 2
+    backends = list(dict.fromkeys(b.strip() for b in args.backends.split(",") if b.strip()))
+    if not backends or set(backends) - set(BACKENDS):
+        print(f"--backends {args.backends!r}: choose from {', '.join(BACKENDS)}", file=sys.stderr)
+        return 2
     cfg = BenchConfig(checkpoint=args.checkpoint, device=str(device), sizes=args.sizes,
                       iters=args.iters or (100 if cuda else 2),
                       warmup=args.warmup if args.warmup >= 0 else (20 if cuda else 1),
@@ -136,7 +150,7 @@ def _main(args: argparse.Namespace) -> int:
                       knob_size=(args.knob_size or args.sizes)[0], sections=sections, micro=args.micro,
                       compile_backend=args.compile, compile_timeout=args.compile_timeout,
                       micro_parts=tuple(x.strip() for x in args.micro_parts.split(",") if x.strip()),
-                      stream_seconds=args.stream_seconds)
+                      stream_seconds=args.stream_seconds, backends=backends)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     probe, _ = load_or_random(args.checkpoint)
     k = probe.config.num_refiners

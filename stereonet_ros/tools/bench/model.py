@@ -16,11 +16,12 @@ if TYPE_CHECKING:  # the session imports this module
     from .session import Bench
 
 
-def precisions_for(device: torch.device) -> List[str]:
-    """Precisions worth timing on ``device``: fp32 on the CPU (and bf16 where the CPU has it
-    natively); fp32, fp16 (and bf16) on CUDA."""
+def precisions_for(device: torch.device, backend: str = "torch") -> List[str]:
+    """Precisions worth timing on ``device`` with ``backend``: fp32 on the CPU (and bf16 where
+    the CPU has it natively, but not on onnxruntime, whose CPU graph is fp32); fp32, fp16 (and
+    bf16) on CUDA."""
     if device.type != "cuda":
-        return ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+        return ["fp32", "bf16"] if cpu_has_native_bf16() and backend != "onnxruntime" else ["fp32"]
     out = ["fp32", "fp16"]
     if torch.cuda.is_bf16_supported():
         out.append("bf16")
@@ -60,7 +61,7 @@ def run_model(bench: Bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]
         rss_before = _proc_status_mib("VmRSS")
         if bench.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.device)
-        for prec in precisions_for(bench.device):
+        for prec in precisions_for(bench.device, bench.cfg.backends[0]):
             eng = bench.engine(prec)
             left, right = bench.prepared(eng, bench.frames[(w, h)])
             out: Dict[str, Any] = {}
@@ -87,8 +88,8 @@ def run_model(bench: Bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]
 
 def run_knobs(bench: Bench) -> List[Dict[str, Any]]:
     """Full ``engine.infer`` timings (ms) at the knob size: the base setting, each knob value
-    alone (input_scale, max_disparity px, refiners), then each combined ``input_scale:refiners``
-    setting, with the ratios to the base and to SGBM on the same pair.
+    alone (input_scale, max_disparity px, refiners, backend), then each combined
+    ``input_scale:refiners`` setting, with the ratios to the base and to SGBM on the same pair.
 
     Interleaved: every round times each variant once, and SGBM, so that this machine's drift
     (its load moves timings by tens of % within minutes) hits every row alike."""
@@ -100,6 +101,7 @@ def run_knobs(bench: Bench) -> List[Dict[str, Any]]:
     variants += [("input_scale", s, {"input_scale": s}) for s in c.input_scales[1:]]
     variants += [("max_disparity", d, {"max_disparity": d}) for d in c.max_disparities[1:]]
     variants += [("refiners", n, {"refiners": n}) for n in c.refiners[1:]]
+    variants += [("backend", b, {"backend": b}) for b in c.backends[1:]]
     variants += [("setting", f"{s:g}:{n}", {"input_scale": s, "refiners": n}) for s, n in c.settings]
     engines = [bench.engine(**kw) for _, _, kw in variants]
     sgbm = make_sgbm(num_disparities_for(engines[0].max_disparity, size[0]))
@@ -127,6 +129,6 @@ def run_knobs(bench: Bench) -> List[Dict[str, Any]]:
                      "max_disparity_px": eng.max_disparity, "candidates": eng.candidates,
                      "refiners": eng.config.num_refiners, **s, "ratio_vs_base": s["mean_ms"] / base_ms,
                      "sgbm_mean_ms": sgbm_mean, "ratio_vs_sgbm": s["mean_ms"] / sgbm_mean})
-        bench.log(f"  knob {name}={value}: {s['mean_ms']:.1f} ms ({s['mean_ms'] / base_ms:.2f}x base, "
+        bench.log(f"  knob {name}={value} ({eng.precision_name}): {s['mean_ms']:.1f} ms ({s['mean_ms'] / base_ms:.2f}x base, "
                   f"{s['mean_ms'] / sgbm_mean:.2f}x SGBM)")
     return rows

@@ -110,6 +110,7 @@ def node_params(bench: Bench, **extra: Any) -> List[Any]:
     """The node's parameters for the run's checkpoint, device and base knob settings."""
     from rclpy.parameter import Parameter
     values = {"checkpoint": bench.ckpt.path, "device": str(bench.device), "refiners": bench.refiners,
+              "backend": bench.cfg.backends[0],
               "input_scale": float(bench.cfg.input_scales[0]),
               "max_disparity": float(bench.cfg.max_disparities[0]), **extra}
     return [Parameter(k, value=v) for k, v in values.items()]

@@ -69,10 +69,11 @@ def format_report(r: Dict[str, Any]) -> str:
     if r.get("knobs"):
         lines += ["", "Knobs (full engine.infer, one varied at a time, then input_scale:refiners settings; "
                   "interleaved rounds, SGBM in the same rounds)",
-                  f"{'knob':>14} {'value':>7} {'size':>10} {'scale':>5} {'cands':>5} {'refs':>4} {'mean ms':>9} "
-                  f"{'x base':>7} {'x SGBM':>7}"]
-        lines += [f"{x['knob']:>14} {str(x['value']):>7} {x['size']:>10} {x['input_scale']:5g} {x['candidates']:5d} "
-                  f"{x['refiners']:4d} {x['mean_ms']:9.1f} {x['ratio_vs_base']:7.2f} {x['ratio_vs_sgbm']:7.2f}"
+                  f"{'knob':>14} {'value':>11} {'size':>10} {'prec':>5} {'scale':>5} {'cands':>5} {'refs':>4} "
+                  f"{'mean ms':>9} {'x base':>7} {'x SGBM':>7}"]
+        lines += [f"{x['knob']:>14} {str(x['value']):>11} {x['size']:>10} {x['precision']:>5} {x['input_scale']:5g} "
+                  f"{x['candidates']:5d} {x['refiners']:4d} {x['mean_ms']:9.1f} {x['ratio_vs_base']:7.2f} "
+                  f"{x['ratio_vs_sgbm']:7.2f}"
                   for x in r["knobs"]]
     mi = r.get("micro")
     if mi:

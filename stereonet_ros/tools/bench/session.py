@@ -45,6 +45,8 @@ class BenchConfig:
     stream_seconds: float = 10.0    # measured per stream row, after a few seconds' warm-up
     #: (input_scale, refiners) combinations the knobs section also times
     settings: List[Tuple[float, int]] = dataclasses.field(default_factory=list)
+    #: engine backends: the first is every section's, the others are knob values
+    backends: List[str] = dataclasses.field(default_factory=lambda: ["torch"])
 
 
 def cpu_model() -> str:
@@ -86,6 +88,7 @@ class Bench:
         """An engine of the run's checkpoint and device; unset knobs take the base setting
         (the first of each command-line list). ``kw`` go to ``StereoEngine``."""
         c = self.cfg
+        kw.setdefault("backend", c.backends[0])
         return StereoEngine(device=str(self.device), precision=precision,
                             input_scale=c.input_scales[0] if input_scale is None else input_scale,
                             max_disparity=c.max_disparities[0] if max_disparity is None else max_disparity,
