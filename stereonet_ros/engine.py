@@ -123,6 +123,26 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.float16 if name == "fp16" else torch.bfloat16
 
 
+def resolve_backend(name: str, device: torch.device, compile_backend: str = "") -> str:
+    """The backend an engine runs: 'auto' is 'openvino' on a CPU device where the openvino and
+    onnx packages are installed and no torch.compile is asked for (OpenVINO's CPU plugin ran
+    the default model 1.3x faster than torch in fp32 and 1.7x in bf16 here, same outputs:
+    docs/PERFORMANCE.md), else 'torch' (CUDA: torch's fp16 autocast; onnxruntime's TensorRT
+    is the other GPU path). Any other name is returned as given (checked by the caller)."""
+    from importlib.util import find_spec
+    name = (name or "auto").strip().lower()
+    if name != "auto":
+        return name
+    if device.type != "cpu" or (compile_backend or "").strip():
+        return "torch"
+    missing = [m for m in ("openvino", "onnx") if find_spec(m) is None]
+    if missing:
+        log.warning("backend 'auto' runs torch: %s not installed (pip install %s for the faster "
+                    "OpenVINO CPU path)", " and ".join(missing), " ".join(missing))
+        return "torch"
+    return "openvino"
+
+
 class StereoEngine:
     """Runs StereoNet on rectified pairs.
 
@@ -143,7 +163,8 @@ class StereoEngine:
     ``backend`` ('torch'; 'onnxruntime' or 'openvino': the same checkpoint exported to ONNX,
     cached per network input size in the user cache dir, see ``backends.graph_cache``, and run
     by that runtime - openvino on the CPU only; same outputs, confidence and right view
-    included), ``onnx_providers`` (onnxruntime execution providers,
+    included; 'auto', the node's default: see ``resolve_backend``; this class defaults to
+    plain 'torch'), ``onnx_providers`` (onnxruntime execution providers,
     e.g. 'tensorrt,cuda' or 'cpu'; '' = from the device; see ``backends.ort_providers``) and
     ``input_size`` ((height, width) native pixels: prepare that size's graph now instead of on
     the first frame; graph backends only).
@@ -161,13 +182,14 @@ class StereoEngine:
         if not (0.0 <= float(input_scale) <= MAX_INPUT_SCALE) or not math.isfinite(float(input_scale)):
             raise EngineConfigError(f"input_scale must be 0 (the checkpoint's operating point) or a "
                                     f"number in (0, {MAX_INPUT_SCALE:g}], got {input_scale}")
-        self.backend = (backend or "torch").strip().lower()
-        if self.backend not in BACKENDS:
+        requested = (backend or "torch").strip().lower()
+        if requested not in BACKENDS:
             raise EngineConfigError(f"backend '{backend}' is not one of {' | '.join(BACKENDS)}")
-        if self.backend != "torch" and (compile_backend or "").strip():
+        if requested not in ("torch", "auto") and (compile_backend or "").strip():
             raise EngineConfigError("compile_backend applies to backend 'torch' only; "
-                                    f"set it to '' with backend '{self.backend}'")
+                                    f"set it to '' with backend '{requested}'")
         self.device = resolve_device(device, strict_device)
+        self.backend = resolve_backend(requested, self.device, compile_backend)
         # a graph backend resolves its precision itself (providers, CPU), below
         self.dtype = resolve_precision(precision, self.device) if self.backend == "torch" else torch.float32
         # OpenMP's thread count is per calling thread: set here, and again by infer() in
@@ -337,13 +359,15 @@ class StereoEngine:
         # Growing: normalising commutes with the resize (it is affine per channel), so it runs
         # first, on the smaller native image and fused with the uint8 conversion; bilinear
         # interpolation (area would repeat pixels) then reads channels-last floats, its fast
-        # CPU path (1.25x at 640x480: 3.1 ms per image against 5.1-5.4 ms resizing first).
-        y = torch.empty((n, c, h, w_), dtype=torch.float32, device=x.device, memory_format=self._fmt)
+        # CPU path (1.25x at 640x480: 3.1 ms per image against 5.1-5.4 ms resizing first, and
+        # 12.5 ms resizing NCHW floats, the graph backends' layout, which one copy then gives).
+        fmt = torch.channels_last if x.device.type == "cpu" else self._fmt
+        y = torch.empty((n, c, h, w_), dtype=torch.float32, device=x.device, memory_format=fmt)
         torch.addcmul(self._shift, x, scale, out=y)
         y = F.interpolate(y, size=(sh, sw), mode="bilinear")
         if out.shape == y.shape and y.is_contiguous(memory_format=self._fmt):
-            return y  # nothing to pad (e.g. 640x480 at 1.25x: 800x600)
-        out[:, :, :sh, :sw] = y
+            return y  # nothing to pad (e.g. 640x480 at 1.25x: 800x600) nor to re-lay out
+        out[:, :, :sh, :sw] = y  # the padding and the layout change in one copy
         return self._replicate_border(out, sh, sw)
 
     def _padded(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:

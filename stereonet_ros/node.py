@@ -291,6 +291,7 @@ class StereoNetNode(Node):
         if frame.t_paired is not None:
             stages["queue_wait"] = 1e3 * (frame.t_recv - frame.t_paired)
         self.stats.processed_frame(stages)
+        return out
 
     # ----- parameters ----------------------------------------------------------------------
     def _reject(self, reason: str) -> SetParametersResult:

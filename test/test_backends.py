@@ -290,14 +290,11 @@ def test_openvino_runs_on_the_cpu_only(tiny_checkpoint):
         OpenVinoRunner(model, 8, torch.device("cuda"))
 
 
-def test_openvino_precision_follows_the_cpu():
-    from stereonet_ros.backends.ov_runner import resolve_openvino_precision as res
-    assert res("auto", native_bf16=True) == "bf16" and res("auto", native_bf16=False) == "fp32"
-    assert res("fp32", native_bf16=True) == "fp32" and res("bf16", native_bf16=True) == "bf16"
-    with pytest.raises(EngineConfigError, match="bf16 needs native bf16"):
-        res("bf16", native_bf16=False)
-    with pytest.raises(EngineConfigError, match="precision 'fp16' is not available with backend 'openvino'"):
-        res("fp16", native_bf16=True)
+def test_openvino_precision_is_torchs_rule_on_the_cpu(tiny_checkpoint):
+    """One precision rule on the CPU for both: fp16 refused with torch's message, fp32 honoured."""
+    with pytest.raises(EngineConfigError, match="precision 'fp16' needs a CUDA device"):
+        StereoEngine(str(tiny_checkpoint), device="cpu", backend="openvino", precision="fp16")
+    assert StereoEngine(str(tiny_checkpoint), device="cpu", backend="openvino", precision="fp32").precision_name == "fp32"
 
 
 def test_openvino_bf16_reads_a_plane_like_torch_fp32():
@@ -317,9 +314,26 @@ def test_openvino_bf16_reads_a_plane_like_torch_fp32():
     assert float(np.mean(np.abs(b.disparity[inner] - a.disparity[inner]))) < 0.1
 
 
+def test_auto_backend_is_openvino_on_the_cpu_and_torch_elsewhere(tiny_checkpoint, monkeypatch, caplog):
+    """The node's default 'auto': openvino on a CPU (installed here), torch when a torch.compile
+    is asked for, on CUDA, and - with a warning naming the package - when openvino is missing."""
+    from stereonet_ros.engine import resolve_backend
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "openvino"
+    assert resolve_backend("auto", cpu, compile_backend="inductor") == "torch"
+    assert resolve_backend("auto", torch.device("cuda")) == "torch"
+    assert resolve_backend("onnxruntime", cpu) == "onnxruntime"
+    eng = StereoEngine(str(tiny_checkpoint), device="cpu", backend="auto", precision="fp32")
+    assert eng.backend == "openvino" and "via openvino" in eng.describe()
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with caplog.at_level(logging.WARNING, logger="stereonet_ros.engine"):
+        assert resolve_backend("auto", cpu) == "torch"
+    assert "pip install openvino" in caplog.text
+
+
 def test_engine_rejects_settings_the_backend_cannot_honour(tiny_checkpoint):
     ck = str(tiny_checkpoint)
-    with pytest.raises(EngineConfigError, match=r"is not one of torch \| onnxruntime"):
+    with pytest.raises(EngineConfigError, match=r"is not one of auto \| torch \| onnxruntime \| openvino"):
         StereoEngine(ck, device="cpu", backend="tensorflow")
     with pytest.raises(EngineConfigError, match="compile_backend applies to backend 'torch'"):
         StereoEngine(ck, device="cpu", backend="onnxruntime", compile_backend="inductor")

@@ -45,7 +45,8 @@ def test_bench_report_has_every_section(tiny_checkpoint, tmp_path, capsys):
     knobs = {(k["knob"], str(k["value"])) for k in report["knobs"]}
     # 'all' is the tiny model's one refiner; each row is timed against SGBM in the same rounds
     assert knobs == {("base", ""), ("input_scale", "0.5"), ("max_disparity", "32.0"), ("refiners", "0"),
-                     ("backend", "onnxruntime"), ("backend", "openvino"), ("setting", "1.5:1")}
+                     ("backend", "torch"), ("backend", "onnxruntime"), ("setting", "1.5:1")}
+    assert "via openvino" in report["meta"]["engine"]  # the node's default, auto, on a CPU with openvino
     assert next(k for k in report["knobs"] if k["value"] == "onnxruntime")["precision"] == "fp32"  # its CPU graph
     setting = next(k for k in report["knobs"] if k["knob"] == "setting")
     assert (setting["input_scale"], setting["refiners"]) == (1.5, 1) and setting["ratio_vs_sgbm"] > 0

@@ -40,7 +40,7 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     the central region within 0.5 px); training.measure's prediction of the same pair is the
     node's own output (one inference path)."""
     from rclpy.parameter import Parameter
-    from stereonet_ros.engine import StereoEngine
+    from stereonet_ros.engine_config import EngineConfig
     from stereonet_ros.node import StereoNetNode
     from training.measure import predict
     from stereonet_ros.tools.synthetic import fronto_parallel_pair
@@ -51,7 +51,7 @@ def test_node_reads_fronto_parallel_planes_within_half_a_pixel_and_agrees_with_m
     test = ros.create_node("planes_tester", namespace="/planes")
     col = Collector(test, "/planes")
     spin = Spinner(node, test)
-    engine = StereoEngine(device="cpu", precision="auto", num_threads=1)  # the node's default
+    engine = EngineConfig(num_threads=1).build()  # the node's defaults (backend, precision)
     try:
         pubs = subscribed_input_publishers(test, "", reliable=True)
         errors = {}

@@ -10,5 +10,7 @@
 """
 from __future__ import annotations
 
-#: Values of the engine's ``backend`` setting.
-BACKENDS = ("torch", "onnxruntime", "openvino")
+#: What an engine can run on.
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+#: Values of the engine's ``backend`` setting ('auto' picks a runtime: ``engine.resolve_backend``).
+BACKENDS = ("auto",) + RUNTIMES

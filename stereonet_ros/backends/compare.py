@@ -21,12 +21,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import BACKENDS
+from . import BACKENDS, RUNTIMES
 
 
 def time_backends(checkpoint: str = "", width: int = 640, height: int = 480, iters: int = 10,
                   warmup: int = 2, num_threads: int = 1, device: str = "cpu", refiners: int = -1,
-                  onnx_providers: str = "", backends: Sequence[str] = BACKENDS,
+                  onnx_providers: str = "", backends: Sequence[str] = RUNTIMES,
                   precision: str = "fp32") -> Dict[str, Any]:
     """Per backend (``backends``, torch first as the reference) ``bench.summarize`` of whole
     ``engine.infer`` calls (ms) and of the ``model`` stage alone, the time of the first frame
@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--refiners", type=int, default=-1)
     p.add_argument("--precision", default="fp32",
                    help="fp32 (backends alone: graphs are fp32) or auto (each backend's default)")
-    p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, of {', '.join(BACKENDS)}")
+    p.add_argument("--backends", default=",".join(RUNTIMES), help=f"comma-separated, of {', '.join(BACKENDS)}")
     p.add_argument("--onnx-providers", default="", help="e.g. tensorrt,cuda ('' = from the device)")
     p.add_argument("--json", default=None, help="write the report here too")
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))

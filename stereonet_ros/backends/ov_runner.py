@@ -14,7 +14,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..engine import EngineConfigError, cpu_has_native_bf16
+from ..engine import EngineConfigError, resolve_precision
 from ..model import StereoNet
 from .graph_cache import GraphCache
 from .graph_runner import GraphRunner
@@ -33,27 +33,13 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
-def resolve_openvino_precision(name: str, native_bf16: bool) -> str:
-    """The OpenVINO CPU plugin's inference precision for the engine's ``precision`` request:
-    'bf16' or 'fp32'. 'auto' is bf16 where the CPU computes bf16 natively (AVX512-BF16 /
-    AMX), as for backend torch, else fp32; fp16 is refused (the CPU plugin would emulate it)."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return "bf16" if native_bf16 else "fp32"
-    if name == "fp32":
-        return "fp32"
-    if name == "bf16" and native_bf16:
-        return "bf16"
-    raise EngineConfigError(
-        f"precision '{name}' is not available with backend 'openvino' on this CPU: use fp32 or auto"
-        + ("" if name == "fp16" else " (bf16 needs native bf16: AVX512-BF16 or AMX)"))
-
-
 class OpenVinoRunner(GraphRunner):
     """Runs a StereoNet through OpenVINO's CPU plugin on graphs from the cache.
 
     See ``GraphRunner`` for ``model``, ``candidates``, ``device``, ``num_threads``, ``cache``
-    and ``weights``. ``precision``: the engine's request ('auto' | 'fp32' | 'bf16').
+    and ``weights``. ``precision``: the engine's request, resolved as for torch on the CPU
+    (``engine.resolve_precision``: 'auto' is bf16 where the CPU computes bf16 natively, else
+    fp32; fp16, and bf16 without native support, are refused).
     """
 
     name = "openvino"
@@ -66,7 +52,7 @@ class OpenVinoRunner(GraphRunner):
                                     "on an NVIDIA GPU use backend 'onnxruntime' (CUDA / TensorRT) or 'torch'")
         self.ov = import_openvino()
         super().__init__(model, candidates, device, num_threads, cache, weights, opset)
-        self.precision = resolve_openvino_precision(precision, cpu_has_native_bf16())
+        self.precision = "bf16" if resolve_precision(precision, device) == torch.bfloat16 else "fp32"
         self.core = self.ov.Core()
 
     @property

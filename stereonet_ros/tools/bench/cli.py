@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ...engine import resolve_device
-from ...backends import BACKENDS
-from ...params import MAX_INPUT_SCALE, SPECS
+from ...backends import BACKENDS, RUNTIMES
+from ...engine import resolve_backend, resolve_device
+from ...params import MAX_INPUT_SCALE
 from .inputs import load_or_random
 from .micro import MICRO_PARTS
 from .report import format_report
@@ -39,12 +39,6 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
     return out
 
 
-def _default_backends() -> List[str]:
-    """The node's default backend first, then the others."""
-    first = SPECS["backend"].default
-    return [first] + [b for b in BACKENDS if b != first]
-
-
 def _package_doc() -> str:
     """The package's docstring, which describes the report."""
     # Looked up, not imported: the package imports this module while it is itself importing.
@@ -68,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refiners", type=int, nargs="+", default=None,
                    help="refinement levels kept; first = base, others = knob values (default: -1 = the checkpoint's "
                         "operating point, then each other count of all, 1 and 0)")
-    p.add_argument("--backends", default=",".join(_default_backends()),
-                   help="engine backends, comma-separated: the first is every section's (default: the node's), "
-                        "the others are timed as knob values")
+    p.add_argument("--backends", default="",
+                   help="engine backends, comma-separated: the first is every section's, the others are timed "
+                        "as knob values ('' = the node's default, auto, then every runtime it does not pick)")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--node-frames", type=int, default=0, help="frames through the node (0 = 5 CPU, 50 CUDA)")
     p.add_argument("--stream-seconds", type=float, default=10.0,
@@ -138,7 +132,10 @@ def _main(args: argparse.Namespace) -> int:
         print(f"unknown sections {sorted(bad)}; choose from {SECTIONS}", file=sys.stderr)
         return 2
     backends = list(dict.fromkeys(b.strip() for b in args.backends.split(",") if b.strip()))
-    if not backends or set(backends) - set(BACKENDS):
+    if not backends:
+        picked = resolve_backend("auto", device)
+        backends = ["auto"] + [b for b in RUNTIMES if b != picked]
+    if set(backends) - set(BACKENDS):
         print(f"--backends {args.backends!r}: choose from {', '.join(BACKENDS)}", file=sys.stderr)
         return 2
     cfg = BenchConfig(checkpoint=args.checkpoint, device=str(device), sizes=args.sizes,

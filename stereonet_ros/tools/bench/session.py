@@ -46,7 +46,7 @@ class BenchConfig:
     #: (input_scale, refiners) combinations the knobs section also times
     settings: List[Tuple[float, int]] = dataclasses.field(default_factory=list)
     #: engine backends: the first is every section's, the others are knob values
-    backends: List[str] = dataclasses.field(default_factory=lambda: ["torch"])
+    backends: List[str] = dataclasses.field(default_factory=lambda: ["auto"])
 
 
 def cpu_model() -> str:
