@@ -105,14 +105,15 @@ def camera_status(node_name: str, engine: Any, level: int, text: str, values: Di
 
 
 def device_status(node_name: str, engine: Any, snap: Dict[str, Any], requested: str) -> DiagnosticStatus:
-    """Requested vs actual device, precision, scale, out-of-memory drops; WARN on a CPU fallback."""
+    """Requested vs actual device, backend, precision, scale, out-of-memory drops; WARN on a CPU
+    fallback."""
     st = DiagnosticStatus(name=status_name(node_name, "device"), hardware_id=str(engine.device))
     st.values = [_kv("requested", requested), _kv("device", engine.device),
-                 _kv("precision", engine.precision_name), _kv("input_scale", engine.input_scale),
-                 _kv("refiners", engine.config.num_refiners),
+                 _kv("backend", engine.backend), _kv("precision", engine.precision_name),
+                 _kv("input_scale", engine.input_scale), _kv("refiners", engine.config.num_refiners),
                  _kv("out_of_memory drops", snap["drops"].get("out_of_memory", 0))]
     if fell_back_to_cpu(requested, engine):
         st.level, st.message = DiagnosticStatus.WARN, f"'{requested}' unavailable: running on the CPU"
     else:
-        st.level, st.message = DiagnosticStatus.OK, f"{engine.device} {engine.precision_name}"
+        st.level, st.message = DiagnosticStatus.OK, f"{engine.device} {engine.backend} {engine.precision_name}"
     return st

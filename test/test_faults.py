@@ -366,6 +366,7 @@ def test_cuda_requested_without_cuda_falls_back_to_cpu_with_a_warning(ros, tiny_
         from stereonet_ros.engine import cpu_has_native_bf16
         cpu_auto = "bf16" if cpu_has_native_bf16() else "fp32"   # precision auto on the CPU
         assert (dev["requested"], dev["device"], dev["precision"]) == ("cuda", "cpu", cpu_auto)
+        assert dev["backend"] == "openvino"  # backend auto on the CPU it fell back to
         assert diag.wait_value("event device_fallback", lambda v: int(v) == 1)
     finally:
         spin.close()
