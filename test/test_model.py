@@ -132,6 +132,22 @@ def test_config_validation_messages():
         StereoNetConfig.from_dict({"k": 3, "bogus": 1})
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("src,dst", [((48, 64), (60, 80)), ((61, 93), (127, 201)), ((60, 80), (48, 64))],
+                         ids=["grow", "grow-odd", "shrink"])
+def test_opencv_resize_is_torchs_bilinear(channels, src, dst):
+    """The engine's CPU resize (OpenCV) is F.interpolate's bilinear, half-pixel centres, no
+    antialiasing, for its pre-processing (growing images) and post-processing (shrinking
+    disparities), whatever the input's layout."""
+    from stereonet_ros.engine import resize_bilinear_cpu
+    x = torch.rand(1, channels, *src, generator=torch.Generator().manual_seed(0))
+    ref = torch.nn.functional.interpolate(x, size=dst, mode="bilinear", align_corners=False)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = resize_bilinear_cpu(x.contiguous(memory_format=layout), dst)
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("scale,size,mode", [(0.5, (32, 48), "area"), (1.5, (96, 144), "bilinear"),
                                               (1.3, (83, 125), "bilinear")], ids=["down", "up", "up-padded"])
 @pytest.mark.parametrize("dtype", ["float32", "uint8"])
@@ -161,9 +177,15 @@ def test_engine_rescales_disparity_with_input_scale(tiny_checkpoint, scale, size
     step = 2 ** eng.config.k
     pad = (0, -size[1] % step, 0, -size[0] % step)
     x = (torch.nn.functional.pad(x, pad, mode="replicate") - 0.5) / 0.25
-    torch.testing.assert_close(eng.prepare(eng.to_tensor(img)), x)  # the stage, by hand
+    # the stage, by hand; OpenCV resizes on the CPU (engine.resize_bilinear_cpu): its bilinear
+    # weights agree with torch's to ~5e-5 of a [0, 1] image (2.5e-4 normalised), and a uint8
+    # image grown is rounded to whole grey levels (1 level = 1/255/0.25 normalised)
+    prepared = eng.prepare(eng.to_tensor(img))
+    rounded = dtype == "uint8" and scale > 1
+    torch.testing.assert_close(prepared, x, rtol=0, atol=1.01 / 255 / 0.25 if rounded else 1e-3)
+    # the rest of the path on the stage's output: network, crop, resize back, rescale
     with torch.no_grad():
-        d = eng.model(x, x, candidates=eng.candidates)["disparity"][..., :size[0], :size[1]]
+        d = eng.model(prepared, prepared, candidates=eng.candidates)["disparity"][..., :size[0], :size[1]]
     d = torch.nn.functional.interpolate(d, size=(64, 96), mode="bilinear", align_corners=False) * (96 / size[1])
     np.testing.assert_allclose(res.disparity, d[0, 0].numpy(), rtol=1e-4, atol=1e-4)
 

@@ -89,6 +89,8 @@ class Bench:
         (the first of each command-line list). ``kw`` go to ``StereoEngine``."""
         c = self.cfg
         kw.setdefault("backend", c.backends[0])
+        # torch's threads are set for the process above; a graph backend needs its own count
+        kw.setdefault("num_threads", c.num_threads)
         return StereoEngine(device=str(self.device), precision=precision,
                             input_scale=c.input_scales[0] if input_scale is None else input_scale,
                             max_disparity=c.max_disparities[0] if max_disparity is None else max_disparity,
