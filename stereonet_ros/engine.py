@@ -364,12 +364,12 @@ class StereoEngine:
             torch.addcmul(self._shift, x, scale, out=out[:, :, :h, :w_])
             return self._replicate_border(out, h, w_)
         sh, sw = self.network_size(h, w_)
-        out = self._padded(n, c, sh, sw, x.device)
         if self.input_scale < 1.0:
             # Shrinking: area averages of [0, 1] floats, then the fused pass on the fewer pixels.
             if x.dtype == torch.uint8:
                 x, scale = x.float().mul_(1.0 / 255.0), self._inv_std
             x = F.interpolate(x, size=(sh, sw), mode="area")
+            out = self._padded(n, c, sh, sw, x.device)
             torch.addcmul(self._shift, x, scale, out=out[:, :, :sh, :sw])
             return self._replicate_border(out, sh, sw)
         cpu = x.device.type == "cpu" and n == 1
@@ -379,6 +379,7 @@ class StereoEngine:
             # 3-4 ms), rounding to whole grey levels (+-0.5 of 255, below camera noise), then
             # the fused pass writes the padded network input in the model's layout.
             x = resize_bilinear_cpu(x, (sh, sw))
+            out = self._padded(n, c, sh, sw, x.device)
             torch.addcmul(self._shift, x, scale, out=out[:, :, :sh, :sw])
             return self._replicate_border(out, sh, sw)
         # Growing floats: normalising commutes with the resize (it is affine per channel), so
@@ -389,8 +390,10 @@ class StereoEngine:
         y = torch.empty((n, c, h, w_), dtype=torch.float32, device=x.device, memory_format=fmt)
         torch.addcmul(self._shift, x, scale, out=y)
         y = resize_bilinear_cpu(y, (sh, sw)) if cpu else F.interpolate(y, size=(sh, sw), mode="bilinear")
-        if out.shape == y.shape and y.is_contiguous(memory_format=self._fmt):
+        step = 2 ** self.config.k
+        if sh % step == 0 and sw % step == 0 and y.is_contiguous(memory_format=self._fmt):
             return y  # nothing to pad (e.g. 640x480 at 1.25x: 800x600) nor to re-lay out
+        out = self._padded(n, c, sh, sw, x.device)
         out[:, :, :sh, :sw] = y  # the padding and the layout change in one copy
         return self._replicate_border(out, sh, sw)
 
