@@ -2,16 +2,14 @@
 
 Wiring only: parameters (``params``), inputs (``node_inputs``), one frame's work
 (``pipeline.infer_pair`` through the ``engine``, then ``pipeline.finish_pair``), outputs
-(``node_outputs``), reporting
-(``diagnostics``). Threads: the executor thread runs subscription callbacks, which only pair
-images and drop them in a one-slot mailbox; the inference thread takes the newest pair and
-runs the network, so when inference is slower than the camera the older pair is dropped
-(counted as 'overrun'): latency stays bounded, memory flat. It hands each inferred frame to a
-publishing thread and goes on with the next pair, so the numpy outputs (depth, cloud) and
-building and sending the messages overlap the next frame's network instead of adding to the
-frame period. A new model (a
-runtime change of checkpoint, device, backend, ...) warms up in a thread of its own while the
-old one serves.
+(``node_outputs``), reporting (``diagnostics``). Threads: the executor thread runs
+subscription callbacks, which only pair images and drop them in a one-slot mailbox; the
+inference thread takes the newest pair and runs the network, so when inference is slower than
+the camera the older pair is dropped (counted as 'overrun'): latency stays bounded, memory
+flat. It hands each inferred frame to a publishing thread and goes on with the next pair, so
+the numpy outputs (depth, cloud) and building and sending the messages overlap the next
+frame's network instead of adding to the frame period. A new model (a runtime change of
+checkpoint, device, backend, ...) warms up in a thread of its own while the old one serves.
 """
 from __future__ import annotations
 
