@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model from scratch: ten training stages, export, measurement.
-#   make train-default            (CPU: about 5 h 40 min on 2 cores; add --trainer.accelerator=gpu
+# Reproduce the shipped default model from scratch: eleven training stages, export, measurement.
+#   make train-default            (CPU: about 6 h 40 min on 2 cores; add --trainer.accelerator=gpu
 #                                  through STEREONET_TRAIN_ARGS for a GPU)
 # Stage 1: config/train_default.yaml (matching layers only, cheap steps). Stage 2: the whole
 # network from stage 1's weights (config/train_default_stage2.yaml). Stage 3: SGBM-labelled
@@ -11,7 +11,7 @@
 # (config/train_default_stage6.yaml). Stages 7-8: stage 6 continued down two more short, low
 # cosines (config/train_default_stage7.yaml, _stage8.yaml). Stage 9: on data upsampled 1.25x,
 # the scale of the weights' operating point (config/train_default_stage9.yaml); stage 10 continues
-# it (config/train_default_stage10.yaml). Needs ../shared/data
+# it (config/train_default_stage10.yaml), stage 11 on larger crops (config/train_default_stage11.yaml). Needs ../shared/data
 # (the project's real pairs) or data.root / data.label_root pointed at pairs of your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,16 +19,16 @@ bash tools/setup_env.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 py=.venv/bin/python
 extra=(${STEREONET_TRAIN_ARGS:-})
-for d in runs/default runs/default_stage{1,2,3,4,5,6,7,8,9}; do
+for d in runs/default runs/default_stage{1,2,3,4,5,6,7,8,9,10}; do
   if [ -e "$d" ]; then echo "[train-default] $d exists: move it away first" >&2; exit 1; fi
 done
 # Each stage adds its config on top of the previous ones and starts from the previous stage's
 # final checkpoint (model.init_weights: runs/default_stage<N-1>/checkpoints/final.ckpt).
 cfg=(--config config/train_default.yaml)
-for n in 1 2 3 4 5 6 7 8 9 10; do
+for n in 1 2 3 4 5 6 7 8 9 10 11; do
   if [ "$n" -gt 1 ]; then cfg+=(--config "config/train_default_stage$n.yaml"); fi
   $py -m training.cli fit "${cfg[@]}" "${extra[@]}"
-  if [ "$n" -lt 10 ]; then mv runs/default "runs/default_stage$n"; fi
+  if [ "$n" -lt 11 ]; then mv runs/default "runs/default_stage$n"; fi
 done
 # The operating point the node runs the weights at (model card, "Operating point": chosen on the
 # validation pairs from training.measure --input-scale/--refiners and the bench).
