@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ...engine import cpu_has_native_bf16
+from ...engine import EngineConfigError, cpu_has_native_bf16
 from .inputs import make_frames
 from .timing import summarize, time_calls
 
@@ -16,12 +16,12 @@ if TYPE_CHECKING:  # the session imports this module
     from .session import Bench
 
 
-def precisions_for(device: torch.device, backend: str = "torch") -> List[str]:
-    """Precisions worth timing on ``device`` with ``backend``: fp32 on the CPU (and bf16 where
-    the CPU has it natively, but not on onnxruntime, whose CPU graph is fp32); fp32, fp16 (and
-    bf16) on CUDA."""
+def precisions_for(device: torch.device) -> List[str]:
+    """Precisions worth timing on ``device``: fp32 on the CPU (and bf16 where the CPU has it
+    natively); fp32, fp16 (and bf16) on CUDA. A backend may refuse one (onnxruntime's CPU graph
+    is fp32 only): the model section skips what the engine refuses."""
     if device.type != "cuda":
-        return ["fp32", "bf16"] if cpu_has_native_bf16() and backend != "onnxruntime" else ["fp32"]
+        return ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
     out = ["fp32", "fp16"]
     if torch.cuda.is_bf16_supported():
         out.append("bf16")
@@ -61,8 +61,12 @@ def run_model(bench: Bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]
         rss_before = _proc_status_mib("VmRSS")
         if bench.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.device)
-        for prec in precisions_for(bench.device, bench.cfg.backends[0]):
-            eng = bench.engine(prec)
+        for prec in precisions_for(bench.device):
+            try:
+                eng = bench.engine(prec)
+            except EngineConfigError as exc:  # the backend's own precision rule
+                bench.log(f"  model {w}x{h} {prec}: skipped ({exc})")
+                continue
             left, right = bench.prepared(eng, bench.frames[(w, h)])
             out: Dict[str, Any] = {}
 
